@@ -1,0 +1,70 @@
+"""One pydantic-settings object, built at the edges (CLI, Celery app, client) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ddr_search.types import RoutingMode
+
+
+def default_home() -> Path:
+    return Path.home() / ".ddr-search"
+
+
+class OpenSearchSettings(BaseModel):
+    """Connection to an existing cluster; with no `url` the embedded backend is used."""
+
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    verify_certs: bool = True
+    aws_region: str | None = None  # set to sign requests with AWS SigV4 (Amazon OpenSearch Service)
+    aws_service: str = "es"  # "aoss" for OpenSearch Serverless
+    timeout_s: float = 10.0
+    index: str = "ddr-documents"  # the alias searched; versioned indices sit behind it
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 128
+    hnsw_ef_search: int = 100
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+
+class SearchSettings(BaseModel):
+    """Query-path defaults (DESIGN.md section 7 measured these)."""
+
+    k: int = 10
+    candidates: int = 100  # each sub-query's depth before fusion
+    normalization: str = "min_max"
+    combination_weights: tuple[float, float] = (0.5, 0.5)  # (bm25, dense)
+    top_k_modules: int = 2
+    query_threads: int = 1  # one thread is 3x faster than two for a single query (DESIGN.md 7)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from env (`DDR_*`, nested with `__`) or an optional `.env` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DDR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    backbone: Path | None = None  # a local BERT-family folder; None = the packaged all-MiniLM-L6-v2
+    modules: Path | None = None  # a module store; None = the store shipped with the package, if any
+    onnx_dir: Path | None = None  # exported encoders; None = <home>/onnx when it exists
+    prefix_length: int = 128
+    routing: RoutingMode = RoutingMode.TOP_K
+    broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
+    batch_size: int = 64
+    opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    @property
+    def embedded_dir(self) -> Path:
+        return self.home / "embedded"
