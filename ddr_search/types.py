@@ -89,3 +89,42 @@ class Encoder(Protocol):
         routing: RoutingMode | None = None,
         batch_size: int = 64,
     ) -> QueryEncoding: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedDocument:
+    """A document with its passage vector, ready for a backend; `encoder_version` says who embedded it."""
+
+    document: Document
+    vector: NDArray[np.float32]
+    encoder_version: str
+
+
+ScoredIds = list[tuple[str, float]]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A document store with BM25 and exact/ANN inner-product search (embedded SQLite or OpenSearch).
+
+    Every write is idempotent by document id: writing the same batch twice leaves one copy.
+    `domain` restricts a search to documents ingested with that domain.
+    """
+
+    def upsert(self, documents: Sequence[IndexedDocument]) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> int: ...
+
+    def bm25_search(self, text: str, k: int, *, domain: str | None = None) -> ScoredIds: ...
+
+    def dense_search(self, vector: NDArray[np.float32], k: int, *, domain: str | None = None) -> ScoredIds: ...
+
+    def get(self, ids: Sequence[str]) -> dict[str, Document]: ...
+
+    def count(self, domain: str | None = None) -> int: ...
+
+    def domain_counts(self) -> dict[str, int]:
+        """Documents per ingest domain (documents without a domain are not listed)."""
+        ...
+
+    def close(self) -> None: ...
