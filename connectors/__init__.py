@@ -1,0 +1,1 @@
+"""Search backends: the embedded default (SQLite + numpy + BM25) and OpenSearch."""

@@ -1,0 +1,1 @@
+"""Lexical retrieval (BM25) shared by the embedded backend and the evaluation harness."""
