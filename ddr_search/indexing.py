@@ -15,6 +15,9 @@ def embed_and_index(documents: Sequence[Document], encoder: Encoder, backend: Ba
     vectors = encoder.encode_passages([passage_text(d.title, d.text) for d in documents], batch_size=batch_size)
     version = encoder.version
     backend.upsert(
-        [IndexedDocument(document=d, vector=v, encoder_version=version) for d, v in zip(documents, vectors, strict=True)]
+        [
+            IndexedDocument(document=d, vector=v, encoder_version=version)
+            for d, v in zip(documents, vectors, strict=True)
+        ]
     )
     return len(documents)

@@ -50,9 +50,7 @@ class SearchSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything configurable, from env (`DDR_*`, nested with `__`) or an optional `.env` file."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DDR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="DDR_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     home: Path = Field(default_factory=default_home)
     backbone: Path | None = None  # a local BERT-family folder; None = the packaged all-MiniLM-L6-v2

@@ -120,9 +120,7 @@ def load_backbone(path: Path | None = None) -> Backbone:
     return Backbone(path, model, tokenizer, pooling, normalize, max_len, info)
 
 
-def pool(
-    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling, normalize: bool
-) -> torch.Tensor:
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling, normalize: bool) -> torch.Tensor:
     """The backbone's own pooling (sentence-transformers semantics)."""
     import torch
 

@@ -75,18 +75,14 @@ class TorchEncoder:
         general = self.model.general
         digest = None
         if general is not None:
-            digest = hashlib.sha256(
-                b"".join(p.detach().numpy().tobytes() for p in general.parameters())
-            ).hexdigest()
+            digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in general.parameters())).hexdigest()
         return encoder_version(self.model.backbone_info.fingerprint, digest)
 
     def domains(self) -> Mapping[str, Sequence[str]]:
         return dict(self.model.domain_map)
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
     def _batches(self, texts: Sequence[str], batch_size: int, desc: str) -> list[tuple[np.ndarray, list[str]]]:
         # Sorting by length keeps padding (and so wasted attention) small; order is restored after.

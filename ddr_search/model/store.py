@@ -1,10 +1,10 @@
 """The module store: a folder with manifest.json plus one safetensors file per module and the router.
 
-    store/
-      manifest.json            backbone fingerprint, prefix length, modules + versions, domain map
-      modules/general.safetensors
-      modules/<domain>.safetensors
-      router.safetensors       one row per domain module, in manifest order
+store/
+  manifest.json            backbone fingerprint, prefix length, modules + versions, domain map
+  modules/general.safetensors
+  modules/<domain>.safetensors
+  router.safetensors       one row per domain module, in manifest order
 """
 
 from __future__ import annotations
