@@ -47,6 +47,15 @@ class SearchSettings(BaseModel):
     query_threads: int = 1  # one thread is 3x faster than two for a single query (DESIGN.md 7)
 
 
+class WorkerSettings(BaseModel):
+    """Celery ingest (workers/, docs/workers.md); used only when `broker_url` is set."""
+
+    jobs_url: SecretStr | None = None  # Redis holding job records; None = the broker when it is Redis
+    queue: str = "ddr-ingest"
+    visibility_timeout_s: int = 600  # Redis broker: an unacked batch is redelivered after this long
+    max_retries: int = 5  # transient backend errors, exponential backoff 1, 2, 4, ... s (max 60 s)
+
+
 class Settings(BaseSettings):
     """Everything configurable, from env (`DDR_*`, nested with `__`) or an optional `.env` file."""
 
@@ -62,6 +71,7 @@ class Settings(BaseSettings):
     batch_size: int = 64
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @property
     def embedded_dir(self) -> Path:
