@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,7 @@ class OpenSearchSettings(BaseModel):
     hnsw_m: int = 16
     hnsw_ef_construction: int = 128
     hnsw_ef_search: int = 100
+    hybrid: Literal["auto", "native", "client"] = "auto"  # native `hybrid` query + pipeline, or _msearch + fuse
 
     @field_validator("url")
     @classmethod

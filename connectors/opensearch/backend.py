@@ -1,0 +1,409 @@
+"""OpenSearchBackend: the Backend protocol over an index alias, plus hybrid search (native or client-side)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from opensearchpy import OpenSearch, helpers
+from opensearchpy import exceptions as os_errors
+
+from connectors.opensearch import queries, schema
+from connectors.opensearch.client import build_client, describe_error, redact_url, wrapped
+from connectors.opensearch.features import ClusterFeatures, detect
+from ddr_search.errors import BackendError, ConfigError
+from ddr_search.fusion import Fused, FusionConfig, fuse
+from ddr_search.settings import Settings
+from ddr_search.types import Document, IndexedDocument, JSONValue, ScoredIds
+
+log = logging.getLogger(__name__)
+
+HYBRID_MODES = ("auto", "native", "client")
+
+
+def knn_score_to_inner_product(score: float) -> float:
+    """Invert the faiss innerproduct score (d = -x.y; score = 1 / (1 + d) if d >= 0 else 1 - d)."""
+    return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+
+
+def _retryable(status: object) -> bool:
+    return isinstance(status, int) and (status == 429 or 500 <= status < 600)
+
+
+def _reason(info: Mapping[str, Any]) -> str:
+    error = info.get("error")
+    if not isinstance(error, dict):
+        return f"status {info.get('status')}: {error}"
+    text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+    cause = error.get("caused_by")
+    if isinstance(cause, dict) and cause.get("reason"):
+        text += f" ({cause.get('reason')})"
+    return text
+
+
+class OpenSearchBackend:
+    """Documents in the index behind `alias` (one `<alias>-v<encoder version>` index at a time).
+
+    Writes go to `alias` (or to `index` while `ddr-search reindex` fills a new version); every write is
+    an `index` op keyed by document id, so repeating a batch leaves one copy.
+    """
+
+    kind = "opensearch"
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        *,
+        alias: str,
+        url: str | None = None,
+        dimension: int | None = None,
+        hybrid: str = "auto",
+        refresh: bool | str = "wait_for",
+        chunk_size: int = 500,
+        max_retries: int = 5,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        if hybrid not in HYBRID_MODES:
+            raise ConfigError(f"opensearch hybrid mode must be one of {HYBRID_MODES}, got {hybrid!r}")
+        self.client = client
+        self.alias = alias
+        self.url = url
+        self.dimension = dimension
+        self.hybrid_mode = hybrid
+        self.refresh = refresh
+        self.chunk_size = chunk_size
+        self.max_retries = max_retries
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._features: ClusterFeatures | None = None
+        self._pipelines: dict[str, bool] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, dimension: int | None = None, **client_overrides: Any
+    ) -> OpenSearchBackend:
+        os_settings = settings.opensearch
+        return cls(
+            build_client(os_settings, **client_overrides),
+            alias=os_settings.index,
+            url=os_settings.url,
+            dimension=dimension,
+            hybrid=os_settings.hybrid,
+        )
+
+    # -- cluster ----------------------------------------------------------------------------------
+
+    @property
+    def features(self) -> ClusterFeatures:
+        if self._features is None:
+            self._features = detect(self.client, self.url)
+        return self._features
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with wrapped(action, self.url):
+            return fn(*args, **kwargs)
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def _source(self, item: IndexedDocument) -> dict[str, Any]:
+        doc = item.document
+        vector = np.asarray(item.vector, dtype=np.float32).ravel()
+        if self.dimension is not None and vector.shape[0] != self.dimension:
+            raise BackendError(
+                f"document {doc.id!r}: vector has {vector.shape[0]} dimensions, the index expects {self.dimension}"
+            )
+        source: dict[str, Any] = {
+            "title": doc.title,
+            "text": doc.text,
+            "metadata": dict(doc.metadata),
+            "encoder_version": item.encoder_version,
+            schema.VECTOR_FIELD: vector.tolist(),
+        }
+        if doc.domain is not None:
+            source["domain"] = doc.domain
+        return source
+
+    def upsert(self, documents: Sequence[IndexedDocument], *, index: str | None = None) -> None:
+        """Index every document (create or replace by id). Raises BackendError naming each failed id."""
+        target = index or self.alias
+        failures: list[tuple[str, str]] = []
+        for start in range(0, len(documents), self.chunk_size):
+            chunk = documents[start : start + self.chunk_size]
+            actions = {
+                d.document.id: {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": self._source(d)}
+                for d in chunk
+            }
+            failures.extend(self._bulk(actions, f"bulk index into {target}"))
+        if failures:
+            shown = "; ".join(f"id {doc_id!r}: {why}" for doc_id, why in failures[:10])
+            more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
+            raise BackendError(f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}")
+
+    def _bulk(self, actions: dict[str, dict[str, Any]], what: str) -> list[tuple[str, str]]:
+        """Send one chunk; retry the whole request on 429/5xx and single items on 429/5xx, with backoff.
+
+        Returns (id, reason) for every item that finally failed; nothing is dropped silently.
+        """
+        pending = dict(actions)
+        failures: list[tuple[str, str]] = []
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+            last = attempt == self.max_retries
+            retry: dict[str, dict[str, Any]] = {}
+            try:
+                for ok, item in helpers.streaming_bulk(
+                    self.client,
+                    list(pending.values()),
+                    chunk_size=len(pending),
+                    max_chunk_bytes=50 * 1024 * 1024,
+                    raise_on_error=False,
+                    yield_ok=False,
+                    refresh=self.refresh,
+                ):
+                    if ok:
+                        continue
+                    (op, info), = item.items()
+                    doc_id = str(info.get("_id"))
+                    if _retryable(info.get("status")) and not last:
+                        retry[doc_id] = pending[doc_id]
+                    elif op == "delete" and info.get("status") == 404:
+                        continue
+                    else:
+                        failures.append((doc_id, _reason(info)))
+            except os_errors.TransportError as e:
+                if isinstance(e, os_errors.ConnectionError) or not _retryable(e.status_code) or last:
+                    raise BackendError(f"OpenSearch {what} on {redact_url(self.url)}: {describe_error(e)}") from e
+                log.warning("%s: %s, retrying (attempt %d)", what, describe_error(e), attempt + 1)
+                continue
+            if not retry:
+                return failures
+            log.warning("%s: %d documents rejected with 429/5xx, retrying (attempt %d)", what, len(retry), attempt + 1)
+            pending = retry
+        return failures
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete by id; returns how many existed. Missing ids are not an error."""
+        if not ids:
+            return 0
+        deleted = 0
+        for start in range(0, len(ids), self.chunk_size):
+            chunk = [str(i) for i in ids[start : start + self.chunk_size]]
+            before = self.count_ids(chunk)
+            actions = {i: {"_op_type": "delete", "_index": self.alias, "_id": i} for i in chunk}
+            failures = self._bulk(actions, f"bulk delete from {self.alias}")
+            if failures:
+                shown = "; ".join(f"id {doc_id!r}: {why}" for doc_id, why in failures[:10])
+                raise BackendError(f"{len(failures)} documents were not deleted: {shown}")
+            deleted += before
+        return deleted
+
+    def count_ids(self, ids: Sequence[str]) -> int:
+        body = {"query": {"ids": {"values": list(ids)}}}
+        return int(self._call("count", self.client.count, index=self.alias, body=body)["count"])
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _search(self, body: dict[str, Any], **params: Any) -> list[dict[str, Any]]:
+        response = self._call("search", self.client.search, index=self.alias, body=body, params=params or None)
+        return list(response["hits"]["hits"])
+
+    def bm25_search(
+        self, text: str, k: int, *, domain: str | None = None, metadata: Mapping[str, JSONValue] | None = None
+    ) -> ScoredIds:
+        body = queries.search_body(queries.bm25_query(text, queries.filter_clauses(domain, metadata)), self._k(k))
+        return [(h["_id"], float(h["_score"])) for h in self._search(body)]
+
+    def dense_search(
+        self,
+        vector: NDArray[np.float32],
+        k: int,
+        *,
+        domain: str | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+    ) -> ScoredIds:
+        """Top-k by inner product (the raw x.y, as the embedded backend reports it)."""
+        k = self._k(k)
+        body = queries.search_body(queries.knn_query(vector, k, queries.filter_clauses(domain, metadata)), k)
+        return [(h["_id"], knn_score_to_inner_product(float(h["_score"]))) for h in self._search(body)]
+
+    @staticmethod
+    def _k(k: int) -> int:
+        if not 1 <= k <= queries.MAX_K:
+            raise ConfigError(f"k must be in [1, {queries.MAX_K}], got {k}")
+        return k
+
+    def hybrid_search(
+        self,
+        text: str,
+        vector: NDArray[np.float32],
+        k: int,
+        *,
+        domain: str | None = None,
+        config: FusionConfig | None = None,
+        candidates: int = 100,
+        offset: int = 0,
+        metadata: Mapping[str, JSONValue] | None = None,
+    ) -> list[Fused]:
+        """BM25 + kNN fused; results `[offset, offset + k)` of the fused ranking.
+
+        Native `hybrid` query + search pipeline where the cluster has neural-search >= 2.19 (then
+        `Fused.sub_scores` is `(None, None)`: the cluster returns only fused scores); otherwise both
+        sub-queries in one `_msearch` and `ddr_search.fusion.fuse` (sub-scores: raw BM25, raw x.y).
+        Each sub-query fetches `max(candidates, offset + k)` results either way.
+        """
+        config = config or FusionConfig()
+        depth = self._k(max(candidates, offset + k))
+        clauses = queries.filter_clauses(domain, metadata)
+        if self._native():
+            return self._native_hybrid(text, vector, k, depth, offset, clauses, config)
+        body_bm25 = queries.search_body(queries.bm25_query(text, clauses), depth)
+        body_knn = queries.search_body(queries.knn_query(vector, depth, clauses), depth)
+        response = self._call(
+            "msearch", self.client.msearch, body=[{"index": self.alias}, body_bm25, {"index": self.alias}, body_knn]
+        )
+        lists: list[ScoredIds] = []
+        for name, sub in zip(("bm25", "knn"), response["responses"], strict=True):
+            if "error" in sub:
+                err = sub["error"]
+                reason = err.get("reason") if isinstance(err, dict) else err
+                where = f"OpenSearch msearch ({name}) on {redact_url(self.url)}"
+                raise BackendError(f"{where}: {sub.get('status')} {reason}")
+            hits = sub["hits"]["hits"]
+            if name == "bm25":
+                lists.append([(h["_id"], float(h["_score"])) for h in hits])
+            else:
+                lists.append([(h["_id"], knn_score_to_inner_product(float(h["_score"]))) for h in hits])
+        return fuse(lists, config, k=offset + k)[offset:]
+
+    def _native(self) -> bool:
+        if self.hybrid_mode == "client":
+            return False
+        if self.hybrid_mode == "native":
+            return True
+        return self.features.native_hybrid
+
+    def _pipeline_exists(self, name: str) -> bool:
+        if name not in self._pipelines:
+            try:
+                self.client.transport.perform_request("GET", f"/_search/pipeline/{name}")
+                self._pipelines[name] = True
+            except os_errors.NotFoundError:
+                self._pipelines[name] = False
+            except os_errors.TransportError as e:
+                where = f"OpenSearch GET search pipeline on {redact_url(self.url)}"
+                raise BackendError(f"{where}: {describe_error(e)}") from e
+        return self._pipelines[name]
+
+    def _native_hybrid(
+        self,
+        text: str,
+        vector: NDArray[np.float32],
+        k: int,
+        depth: int,
+        offset: int,
+        clauses: list[dict[str, Any]],
+        config: FusionConfig,
+    ) -> list[Fused]:
+        name = schema.pipeline_name(self.alias, config)
+        params: dict[str, Any] = {}
+        inline = None
+        if self._pipeline_exists(name):
+            params["search_pipeline"] = name
+        else:  # a configuration `setup` did not create: a temporary pipeline in the request
+            inline = schema.pipeline_body(config)
+        body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline)
+        hits = self._search(body, **params)
+        return [Fused(h["_id"], float(h["_score"]), (None, None)) for h in hits]
+
+    def get(self, ids: Sequence[str]) -> dict[str, Document]:
+        if not ids:
+            return {}
+        response = self._call(
+            "mget",
+            self.client.mget,
+            index=self.alias,
+            body={"ids": [str(i) for i in ids]},
+            params={"_source_excludes": ",".join(queries.SOURCE_EXCLUDES)},
+        )
+        out: dict[str, Document] = {}
+        for d in response["docs"]:
+            if not d.get("found"):
+                continue
+            src = d["_source"]
+            out[d["_id"]] = Document(
+                id=d["_id"],
+                text=src.get("text", ""),
+                title=src.get("title", ""),
+                domain=src.get("domain"),
+                metadata=src.get("metadata") or {},
+            )
+        return out
+
+    def count(self, domain: str | None = None) -> int:
+        body = {"query": {"term": {"domain": domain}}} if domain is not None else None
+        return int(self._call("count", self.client.count, index=self.alias, body=body)["count"])
+
+    def domain_counts(self) -> dict[str, int]:
+        """Every domain, paged with a composite aggregation (a plain terms agg would cap the list)."""
+        counts: dict[str, int] = {}
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {"size": 1000, "sources": [{"domain": {"terms": {"field": "domain"}}}]}
+            if after:
+                composite["after"] = after
+            body = {"size": 0, "aggs": {"domains": {"composite": composite}}}
+            agg = self._call("search", self.client.search, index=self.alias, body=body)["aggregations"]["domains"]
+            for bucket in agg["buckets"]:
+                counts[str(bucket["key"]["domain"])] = int(bucket["doc_count"])
+            after = agg.get("after_key")
+            if not after or not agg["buckets"]:
+                return counts
+
+    def indices(self) -> list[str]:
+        """The concrete indices the alias points at (empty when the alias does not exist)."""
+        try:
+            response = self.client.indices.get_alias(name=self.alias)
+        except os_errors.NotFoundError:
+            return []
+        except os_errors.OpenSearchException as e:
+            raise BackendError(f"OpenSearch GET alias on {redact_url(self.url)}: {describe_error(e)}") from e
+        return sorted(response)
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.kind, "url": redact_url(self.url), "alias": self.alias, "indices": self.indices()}
+
+    def scan(self, batch_size: int = 500) -> Iterator[list[Document]]:
+        """Every document behind the alias, in batches (scroll), without vectors: what reindex re-embeds."""
+        batch: list[Document] = []
+        with wrapped("scroll", self.url):
+            for hit in helpers.scan(
+                self.client,
+                index=self.alias,
+                query={"query": {"match_all": {}}, "_source": {"excludes": queries.SOURCE_EXCLUDES}},
+                size=batch_size,
+                scroll="5m",
+            ):
+                src = hit["_source"]
+                batch.append(
+                    Document(
+                        id=hit["_id"],
+                        text=src.get("text", ""),
+                        title=src.get("title", ""),
+                        domain=src.get("domain"),
+                        metadata=src.get("metadata") or {},
+                    )
+                )
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def close(self) -> None:
+        self.client.close()

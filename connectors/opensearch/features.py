@@ -1,0 +1,65 @@
+"""What the cluster can do (GET / and GET _cat/plugins): decides native `hybrid` vs client-side fusion."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from opensearchpy import OpenSearch
+from opensearchpy import exceptions as os_errors
+
+from connectors.opensearch.client import wrapped
+
+KNN_PLUGIN = "opensearch-knn"
+NEURAL_PLUGIN = "opensearch-neural-search"
+# hybrid `pagination_depth` and the score-ranker (RRF) processor both arrived in 2.19
+NATIVE_HYBRID_SINCE = (2, 19, 0)
+
+
+@dataclass(frozen=True)
+class ClusterFeatures:
+    distribution: str
+    version: tuple[int, int, int]
+    plugins: frozenset[str] | None  # None: the cluster would not list them (e.g. OpenSearch Serverless)
+
+    @property
+    def neural_search(self) -> bool:
+        return self.plugins is not None and NEURAL_PLUGIN in self.plugins
+
+    @property
+    def native_hybrid(self) -> bool:
+        """The `hybrid` query with search pipelines, as this connector sends it."""
+        return self.distribution == "opensearch" and self.neural_search and self.version >= NATIVE_HYBRID_SINCE
+
+    def describe(self) -> str:
+        version = ".".join(map(str, self.version))
+        plugins = "unknown" if self.plugins is None else (", ".join(sorted(self.plugins)) or "none")
+        mode = "native hybrid query" if self.native_hybrid else "client-side fusion over _msearch"
+        return f"{self.distribution} {version}; plugins: {plugins}; hybrid: {mode}"
+
+
+def _parse_version(number: str) -> tuple[int, int, int]:
+    major, minor, patch = ([int(p) for p in re.findall(r"\d+", number)[:3]] + [0, 0, 0])[:3]
+    return major, minor, patch
+
+
+def detect(client: OpenSearch, url: str | None) -> ClusterFeatures:
+    """Version and plugins; raises BackendError when the cluster cannot be reached or refuses us."""
+    with wrapped("GET /", url):
+        info = client.info()
+    version = info.get("version", {})
+    plugins: frozenset[str] | None
+    try:
+        with wrapped("GET _cat/plugins", url):
+            rows = client.cat.plugins(format="json")
+        plugins = frozenset(str(r.get("component", "")) for r in rows if isinstance(r, dict))
+    except Exception as e:  # only a refusal to list plugins is tolerated; anything else propagates
+        cause = e.__cause__
+        if not isinstance(cause, os_errors.TransportError) or cause.status_code not in (400, 403, 404):
+            raise
+        plugins = None
+    return ClusterFeatures(
+        distribution=str(version.get("distribution", "elasticsearch")),
+        version=_parse_version(str(version.get("number", "0"))),
+        plugins=plugins,
+    )

@@ -1,0 +1,142 @@
+"""What `setup` writes: the index template (mapping + analysis + k-NN), versioned index names, pipelines.
+
+Pure functions of the settings, so `deploy/` JSON, `ddr-search setup` and the tests agree on one shape.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ddr_search.errors import ConfigError
+from ddr_search.fusion import FusionConfig, Technique
+from ddr_search.settings import OpenSearchSettings
+
+# Lucene BM25 with the parameters the embedded backend (bm25s) uses, so both rank alike (DESIGN.md 7).
+BM25_K1 = 1.5
+BM25_B = 0.75
+ANALYZER = "ddr_english"  # standard tokenizer, lowercase, English stop words, Snowball English stemmer
+VECTOR_FIELD = "embedding"
+PASSAGE_FIELD = "passage"  # title + text (copy_to), the one field BM25 matches, as bm25s indexes title + text
+TEMPLATE_PRIORITY = 200
+_VERSION_SLUG = re.compile(r"[^a-z0-9_]+")
+
+
+def version_slug(encoder_version: str) -> str:
+    """An encoder version as a legal index-name part (lowercase, [a-z0-9_-])."""
+    slug = _VERSION_SLUG.sub("-", encoder_version.lower()).strip("-")
+    if not slug:
+        raise ConfigError(f"encoder version {encoder_version!r} gives an empty index name part")
+    return slug[:80]
+
+
+def index_name(alias: str, encoder_version: str) -> str:
+    """The concrete index behind `alias` for one encoder version: `<alias>-v<version>`."""
+    return f"{alias}-v{version_slug(encoder_version)}"
+
+
+def template_name(alias: str) -> str:
+    return f"{alias}-template"
+
+
+def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
+    return {
+        "index": {
+            "knn": True,
+            "knn.algo_param.ef_search": settings.hnsw_ef_search,
+            "similarity": {"default": {"type": "BM25", "k1": BM25_K1, "b": BM25_B}},
+        },
+        "analysis": {
+            "filter": {
+                "ddr_english_stop": {"type": "stop", "stopwords": "_english_"},
+                "ddr_english_stemmer": {"type": "snowball", "language": "English"},
+            },
+            "analyzer": {
+                ANALYZER: {
+                    "type": "custom",
+                    "tokenizer": "standard",
+                    "filter": ["lowercase", "ddr_english_stop", "ddr_english_stemmer"],
+                }
+            },
+        },
+    }
+
+
+def mappings(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
+    """Strict top level (a typo'd field is an error, not a new field); free-form `metadata` object."""
+    if dimension <= 0:
+        raise ConfigError(f"vector dimension must be positive, got {dimension}")
+    text = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "title": text,
+            "text": text,
+            PASSAGE_FIELD: {"type": "text", "analyzer": ANALYZER},
+            "domain": {"type": "keyword"},
+            "encoder_version": {"type": "keyword"},
+            "metadata": {"type": "object", "dynamic": True},
+            VECTOR_FIELD: {
+                "type": "knn_vector",
+                "dimension": dimension,
+                "method": {
+                    "name": "hnsw",
+                    "space_type": "innerproduct",
+                    "engine": "faiss",
+                    "parameters": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
+                },
+            },
+        },
+    }
+
+
+def index_template(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
+    """A composable index template for every version index behind the alias (`<alias>-v*`)."""
+    return {
+        "index_patterns": [f"{settings.index}-v*"],
+        "priority": TEMPLATE_PRIORITY,
+        "template": {"settings": index_settings(settings), "mappings": mappings(settings, dimension)},
+        "_meta": {"managed_by": "ddr-search", "dimension": dimension},
+    }
+
+
+def index_body(settings: OpenSearchSettings, dimension: int, encoder_version: str) -> dict[str, Any]:
+    """The body that creates one version index: the template's content, explicit (the template may be
+    shadowed by a higher-priority one on a shared cluster), plus the encoder version in `_meta`."""
+    body_mappings = mappings(settings, dimension)
+    body_mappings["_meta"] = {"managed_by": "ddr-search", "encoder_version": encoder_version, "dimension": dimension}
+    return {"settings": index_settings(settings), "mappings": body_mappings}
+
+
+# --- search pipelines ---------------------------------------------------------------------------
+
+
+def pipeline_name(alias: str, config: FusionConfig) -> str:
+    """A stable name per fusion configuration, e.g. `ddr-documents-min_max-0.3-0.7` / `...-rrf-60`."""
+    if config.technique is Technique.RRF:
+        detail = f"rrf-{config.rank_constant}"
+    else:
+        detail = f"{config.technique.value}-" + "-".join(f"{w:g}" for w in config.weights)
+    return f"{alias}-{detail}"
+
+
+def pipeline_body(config: FusionConfig) -> dict[str, Any]:
+    """A search pipeline with one phase-results processor, in the documented 2.19 / 3.x shape.
+
+    min_max / l2 / z_score: `normalization-processor` + `arithmetic_mean` with the weights (2.10+).
+    rrf: `score-ranker-processor` (2.19+) with `rank_constant` and the weights.
+    """
+    weights = [round(w, 6) for w in config.weights]
+    if config.technique is Technique.RRF:
+        combination: dict[str, Any] = {"technique": "rrf", "rank_constant": config.rank_constant}
+        if len(set(weights)) > 1:  # per-query RRF weights are 3.x-only; equal weights need none (2.19)
+            combination["parameters"] = {"weights": weights}
+        processor = {"score-ranker-processor": {"combination": combination}}
+    else:
+        processor = {
+            "normalization-processor": {
+                "normalization": {"technique": config.technique.value},
+                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": weights}},
+            }
+        }
+    return {"description": "ddr-search hybrid: BM25 + dense fusion", "phase_results_processors": [processor]}
