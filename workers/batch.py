@@ -1,0 +1,96 @@
+"""One batch, start to finish: check each document, embed, upsert, and say which documents failed and why.
+
+The same function runs inside the Celery task and in-process; it is safe to repeat (upserts by id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ddr_search.errors import BackendError, InputError
+from ddr_search.indexing import embed_and_index
+from ddr_search.types import Backend, Document, Encoder, QueryEncoding, RoutingMode, Vectors
+from workers.payload import from_payload, payload_key
+
+# Worth retrying the whole batch: the store or the network, not the documents.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (BackendError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class BatchOutcome:
+    indexed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # document id -> reason
+
+    @classmethod
+    def all_failed(cls, items: Sequence[object], reason: str) -> BatchOutcome:
+        return cls(0, {payload_key(item, i): reason for i, item in enumerate(items)})
+
+
+class _CheckedEncoder:
+    """Passes through to an encoder, refusing vectors that would poison dense search (NaN, inf, zero)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+
+    @property
+    def dimension(self) -> int:
+        return self._encoder.dimension
+
+    @property
+    def version(self) -> str:
+        return self._encoder.version
+
+    def domains(self) -> Mapping[str, Sequence[str]]:
+        return self._encoder.domains()
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
+        vectors = self._encoder.encode_passages(texts, batch_size=batch_size)
+        if vectors.shape != (len(texts), self.dimension):
+            raise ValueError(f"encoder returned shape {vectors.shape}, expected ({len(texts)}, {self.dimension})")
+        bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(vectors).sum(axis=1) > 0)
+        if bad.any():
+            raise ValueError(f"encoder produced a non-finite or zero vector for {int(bad.sum())} passage(s)")
+        return vectors
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        domain: str | None = None,
+        routing: RoutingMode | None = None,
+        batch_size: int = 64,
+    ) -> QueryEncoding:
+        return self._encoder.encode_queries(texts, domain=domain, routing=routing, batch_size=batch_size)
+
+
+def index_batch(items: Sequence[object], encoder: Encoder, backend: Backend, *, batch_size: int = 32) -> BatchOutcome:
+    """Index every valid document of a batch; report the others with their reason.
+
+    Raises only TRANSIENT_ERRORS (for the caller to retry the whole batch, which is idempotent).
+    """
+    outcome = BatchOutcome()
+    documents: list[Document] = []
+    for position, item in enumerate(items):
+        try:
+            documents.append(from_payload(item))
+        except InputError as e:
+            outcome.failures[payload_key(item, position)] = f"invalid document: {e}"
+    checked = _CheckedEncoder(encoder)
+    try:
+        outcome.indexed = embed_and_index(documents, checked, backend, batch_size=batch_size)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:
+        # Something in the batch breaks the encoder: find which documents, index all the others.
+        outcome.indexed = 0
+        for document in documents:
+            try:
+                outcome.indexed += embed_and_index([document], checked, backend)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as e:
+                outcome.failures[document.id] = f"encoding failed: {type(e).__name__}: {e}"
+    return outcome
