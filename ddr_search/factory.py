@@ -34,6 +34,15 @@ def build_encoder(settings: Settings) -> Encoder:
     )
 
 
-def build_backend(settings: Settings, dimension: int) -> Backend:
-    """OpenSearch when a URL is configured, otherwise the embedded store under DDR_HOME."""
-    raise NotImplementedError("backends are added by connectors/")
+def build_backend(settings: Settings, dimension: int | None = None) -> Backend:
+    """OpenSearch when a URL is configured, otherwise the embedded store under DDR_HOME.
+
+    `dimension` (the encoder's) is needed only to create a new index; an existing store knows its own.
+    """
+    if settings.opensearch.url is not None:
+        from connectors.opensearch import OpenSearchBackend
+
+        return OpenSearchBackend.from_settings(settings, dimension)
+    from connectors.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(settings.embedded_dir, dimension)

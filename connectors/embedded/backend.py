@@ -1,0 +1,92 @@
+"""EmbeddedBackend: the Backend protocol over a local folder (SQLite truth + derived search caches)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from connectors.embedded import snapshot as snapshots
+from connectors.embedded.store import DocumentStore
+from ddr_search.errors import BackendError, InputError
+from ddr_search.types import Document, IndexedDocument, ScoredIds
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedBackend:
+    """Documents in SQLite, exact inner-product search over a numpy matrix, BM25 with bm25s.
+
+    Safe with several processes: writers serialise on SQLite; each searcher reloads its caches when
+    the store's generation moves (one small SELECT per search).
+    """
+
+    kind = "embedded"
+
+    def __init__(self, directory: Path, dimension: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.store = DocumentStore(self.directory)
+        self.dimension = dimension
+        self._snapshot: snapshots.Snapshot | None = None
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def upsert(self, documents: Sequence[IndexedDocument]) -> None:
+        self.store.upsert(documents)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        return self.store.delete(ids)
+
+    def refresh(self) -> None:
+        """Build the caches of the current state now, so the next search does not pay for it."""
+        self.snapshot()
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def snapshot(self) -> snapshots.Snapshot:
+        """The caches of the latest committed generation (built or reloaded only when it moved)."""
+        generation = self.store.generation()
+        current = self._snapshot
+        if current is not None and current.generation == generation:
+            return current
+        for _attempt in range(5):
+            path = snapshots.ensure_built(self.store)
+            try:
+                self._snapshot = snapshots.load(path)
+                break
+            except (OSError, InputError):  # pruned by a newer build between ensure_built and load
+                log.debug("snapshot %s was replaced while loading; retrying", path)
+        else:
+            raise BackendError(f"could not load a search snapshot under {self.directory}: retry the search")
+        return self._snapshot
+
+    def bm25_search(self, text: str, k: int, *, domain: str | None = None) -> ScoredIds:
+        return self.snapshot().bm25_search(text, k, domain)
+
+    def dense_search(self, vector: NDArray[np.float32], k: int, *, domain: str | None = None) -> ScoredIds:
+        return self.snapshot().dense_search(vector, k, domain)
+
+    def get(self, ids: Sequence[str]) -> dict[str, Document]:
+        return self.store.get(ids)
+
+    def count(self, domain: str | None = None) -> int:
+        return self.store.count(domain)
+
+    def domain_counts(self) -> dict[str, int]:
+        return self.store.domain_counts()
+
+    def describe(self) -> dict[str, object]:
+        """What `ddr-search stats` shows beyond counts: where, which encoder versions, which generation."""
+        return {
+            "backend": self.kind,
+            "path": str(self.directory),
+            "generation": self.store.generation(),
+            "encoder_versions": self.store.encoder_versions(),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+        self._snapshot = None

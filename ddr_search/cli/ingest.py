@@ -1,0 +1,31 @@
+"""`ddr-search ingest`: a thin layer over DDRSearch.ingest (validate the whole file, then embed and write)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ddr_search.cli.main import cli
+
+
+@cli.command("ingest")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--domain", help="Domain of every document (a slug, e.g. legal): the prior for its queries.")
+@click.option("--skip-invalid", is_flag=True, help="Skip bad lines (each is reported) instead of stopping.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Documents per embed+write batch [DDR_BATCH_SIZE].")
+def ingest(path: Path, domain: str | None, skip_invalid: bool, batch_size: int | None) -> None:
+    """Embed a JSONL file ({"id","title","text","metadata"}; BEIR "_id" too) into the search backend.
+
+    Every line is validated before anything is written: a bad file names its file, line and field and
+    leaves the store unchanged. Re-running the same ingest is safe (documents are upserted by id).
+    """
+    from ddr_search.client import DDRSearch
+    from ddr_search.ingest import describe_skipped
+
+    with DDRSearch() as client:
+        report = client.ingest(path, domain=domain, skip_invalid=skip_invalid, batch_size=batch_size, progress=True)
+    for line in describe_skipped(report.skipped):
+        click.echo(line, err=True)
+    skipped = f", skipped {len(report.skipped)} invalid lines" if report.skipped else ""
+    click.echo(f"indexed {report.indexed} documents from {path} (domain: {domain or 'none'}){skipped}")

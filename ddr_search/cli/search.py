@@ -1,0 +1,78 @@
+"""`ddr-search search`: a thin layer over DDRSearch.search that renders hits as text or JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+
+import click
+
+from ddr_search.cli.main import cli
+from ddr_search.types import Hit, RoutingMode, SearchMode
+
+
+def routing_line(hits: list[Hit], mode: SearchMode) -> str:
+    if mode is SearchMode.BM25:
+        return "routing: none (bm25 only)"
+    if not hits:
+        return "routing: -"
+    weights = hits[0].routing
+    if not weights:
+        return "routing: general module only"
+    return "routing: " + ", ".join(f"{name}={w:.2f}" for name, w in sorted(weights.items(), key=lambda x: -x[1]))
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def render(hits: list[Hit], mode: SearchMode) -> str:
+    lines = [routing_line(hits, mode)]
+    if not hits:
+        lines.append("no results")
+    for rank, hit in enumerate(hits, start=1):
+        head = f"{rank:2d}. {hit.id} [{hit.domain or '-'}] score {hit.score:.3f}"
+        head += f" (bm25 {_score(hit.bm25_score)}, dense {_score(hit.dense_score)})"
+        lines.append(head)
+        if hit.title:
+            lines.append(f"    {hit.title}")
+        lines.append(textwrap.shorten(hit.text, width=160, placeholder=" ...", initial_indent="    "))
+    return "\n".join(lines)
+
+
+@cli.command("search")
+@click.argument("query")
+@click.option("--domain", help="Route to this domain's modules and search only its documents.")
+@click.option("--k", "k", type=click.IntRange(min=1), help="Number of hits [DDR_SEARCH__K, 10].")
+@click.option(
+    "--mode", type=click.Choice([m.value for m in SearchMode]), default=SearchMode.HYBRID.value, show_default=True
+)
+@click.option("--no-domain-filter", is_flag=True, help="With --domain: route by it but search every document.")
+@click.option("--routing", type=click.Choice([m.value for m in RoutingMode]), help="Override the routing mode.")
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON (every score and the routing weights).")
+def search(
+    query: str,
+    domain: str | None,
+    k: int | None,
+    mode: str,
+    no_domain_filter: bool,
+    routing: str | None,
+    as_json: bool,
+) -> None:
+    """Hybrid BM25 + dense search with DDR routing (top-k modules, or the --domain's modules)."""
+    from ddr_search.client import DDRSearch
+
+    with DDRSearch() as client:
+        hits = client.search(
+            query,
+            domain=domain,
+            k=k,
+            mode=mode,
+            filter_domain=not no_domain_filter,
+            routing=RoutingMode(routing) if routing else None,
+        )
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False, indent=2))
+    else:
+        click.echo(render(hits, SearchMode(mode)))

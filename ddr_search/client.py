@@ -1,0 +1,151 @@
+"""DDRSearch: the Python client. Wires settings to an encoder and a backend, and exposes four calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from ddr_search.ingest import IngestReport, ingest_documents, ingest_file
+from ddr_search.settings import Settings
+from ddr_search.types import Backend, Document, Encoder, Hit, RoutingMode, SearchMode
+
+log = logging.getLogger(__name__)
+
+
+class DDRSearch:
+    """Ingest, search, delete, stats over the configured backend (embedded under DDR_HOME by default).
+
+    The encoder (torch, a few seconds to load) and the backend are built on first use, so `stats`,
+    `delete` and bm25-only searches never load a model.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        encoder: Encoder | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self._encoder = encoder
+        self._backend = backend
+        self._checked_version = False
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            from ddr_search.factory import build_encoder
+
+            self._encoder = build_encoder(self.settings)
+        return self._encoder
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            from ddr_search.factory import build_backend
+
+            dimension = self._encoder.dimension if self._encoder is not None else None
+            self._backend = build_backend(self.settings, dimension)
+        return self._backend
+
+    def ingest(
+        self,
+        source: str | Path | Iterable[Document | Mapping[str, object]],
+        domain: str | None = None,
+        *,
+        skip_invalid: bool = False,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> IngestReport:
+        """Embed and store documents: a JSONL path (validated whole first) or in-memory documents.
+
+        Raises InputError (file, line, field) before writing anything if the input is bad.
+        """
+        size = batch_size or self.settings.batch_size
+        if isinstance(source, str | Path):
+            return ingest_file(
+                source,
+                encoder=self.encoder,
+                backend=self.backend,
+                domain=domain,
+                batch_size=size,
+                skip_invalid=skip_invalid,
+                progress=progress,
+            )
+        return ingest_documents(
+            source, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
+        )
+
+    def search(
+        self,
+        query: str,
+        domain: str | None = None,
+        k: int | None = None,
+        mode: SearchMode | str = SearchMode.HYBRID,
+        *,
+        filter_domain: bool = True,
+        routing: RoutingMode | None = None,
+    ) -> list[Hit]:
+        """Hybrid (default), dense or bm25 search. `domain` routes to its modules and filters to its documents.
+
+        Raises UnknownModuleError for a domain with neither documents nor modules.
+        """
+        from ddr_search.search import search
+
+        mode = SearchMode(mode)
+        encoder = None if mode is SearchMode.BM25 else self.encoder
+        if encoder is not None:
+            self._warn_on_stale_vectors(encoder)
+        return search(
+            query,
+            backend=self.backend,
+            encoder=encoder,
+            settings=self.settings.search,
+            domain=domain,
+            k=k,
+            mode=mode,
+            filter_domain=filter_domain,
+            routing=routing,
+        )
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id; returns how many existed."""
+        return self.backend.delete(list(ids))
+
+    def stats(self) -> dict[str, object]:
+        """Document counts per domain plus what the backend reports about itself."""
+        backend = self.backend
+        out: dict[str, object] = {"documents": backend.count(), "domains": backend.domain_counts()}
+        describe = getattr(backend, "describe", None)
+        if callable(describe):
+            out.update(describe())
+        return out
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> DDRSearch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _warn_on_stale_vectors(self, encoder: Encoder) -> None:
+        """Vectors from another passage encoder are not comparable with this query encoder: say so once."""
+        if self._checked_version:
+            return
+        self._checked_version = True
+        describe = getattr(self.backend, "describe", None)
+        versions = describe().get("encoder_versions", {}) if callable(describe) else {}
+        stale = {v: n for v, n in dict(versions).items() if v != encoder.version}
+        if stale:
+            log.warning(
+                "%d documents were embedded by another passage encoder (%s); current is %s: re-ingest them "
+                "for correct dense scores",
+                sum(stale.values()),
+                ", ".join(stale),
+                encoder.version,
+            )
