@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,10 +32,17 @@ PARAMS_FILE = "ddr_bm25.json"
 
 
 @functools.cache
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
+def _bm25s() -> ModuleType:
+    """Import bm25s once; it sets its own logger to DEBUG on import, which would chat through our CLI."""
+    import bm25s
 
-    return frozenset(STOPWORDS_EN)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    return frozenset(_bm25s().stopwords.STOPWORDS_EN)
 
 
 @functools.cache
@@ -89,9 +98,7 @@ class BM25Index:
         params: dict[str, float | str] = {"k1": k1, "b": b, "method": method, "idf_method": idf_method or method}
         if not ids:
             return cls([], None, params)
-        import bm25s
-
-        retriever = bm25s.BM25(k1=k1, b=b, method=method, idf_method=idf_method)
+        retriever = _bm25s().BM25(k1=k1, b=b, method=method, idf_method=idf_method)
         retriever.index(tokenize(texts), show_progress=False)
         return cls(ids, retriever, params)
 
@@ -149,7 +156,5 @@ class BM25Index:
             raise InputError(f"not a BM25 index folder: {e}", path=directory) from e
         if not ids:
             return cls([], None, params)
-        import bm25s
-
-        retriever = bm25s.BM25.load(str(directory), show_progress=False)
+        retriever = _bm25s().BM25.load(str(directory), show_progress=False)
         return cls(ids, retriever, params)
