@@ -1,0 +1,108 @@
+"""`setup` against osmem-server (real index template, mapping, alias APIs): idempotent, right shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.opensearch import admin, schema
+from ddr_search.errors import BackendError
+from ddr_search.fusion import FusionConfig, Technique
+from tests.connectors.opensearch.conftest import Target
+
+
+def run_setup(target: Target, dimension: int = 16, version: str = "hash-a") -> admin.SetupReport:
+    backend = target.backend(dimension)
+    return admin.setup(backend, target.settings, dimension=dimension, encoder_version=version,
+                       fusion_configs=admin.default_fusion_configs((0.5, 0.5)))
+
+
+def test_setup_creates_template_versioned_index_and_alias(target: Target) -> None:
+    report = run_setup(target)
+    alias = target.settings.index
+    index = f"{alias}-vhash-a"
+    assert report.index == index
+    assert report.actions == [f"created index {index}", f"alias {alias} -> {index}"]
+    client = target.client()
+    assert client.indices.get_alias(name=alias) == {index: {"aliases": {alias: {"is_write_index": True}}}}
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+    vector = mapping["properties"]["embedding"]
+    assert vector["type"] == "knn_vector" and vector["dimension"] == 16
+    assert vector["method"]["engine"] == "faiss" and vector["method"]["space_type"] == "innerproduct"
+    assert vector["method"]["parameters"] == {"m": 16, "ef_construction": 128}
+    assert mapping["properties"]["domain"] == {"type": "keyword"}
+    assert mapping["properties"]["encoder_version"] == {"type": "keyword"}
+    assert mapping["_meta"]["encoder_version"] == "hash-a"
+    settings = client.indices.get_settings(index=index)[index]["settings"]["index"]
+    assert str(settings["knn"]).lower() == "true"
+    template = client.indices.get_index_template(name=f"{alias}-template")["index_templates"][0]["index_template"]
+    assert template["index_patterns"] == [f"{alias}-v*"]
+    assert template["template"]["mappings"]["properties"]["embedding"]["dimension"] == 16
+
+
+def test_setup_is_idempotent(target: Target) -> None:
+    run_setup(target)
+    client = target.client()
+    before = (client.indices.get_alias(name=target.settings.index),
+              client.indices.get_mapping(index=f"{target.settings.index}-vhash-a"))
+    again = run_setup(target)
+    assert again.actions == []  # nothing changed
+    after = (client.indices.get_alias(name=target.settings.index),
+             client.indices.get_mapping(index=f"{target.settings.index}-vhash-a"))
+    assert after == before
+
+
+def test_setup_leaves_an_alias_serving_another_encoder_version(target: Target) -> None:
+    run_setup(target, version="hash-a")
+    report = run_setup(target, version="hash-b")
+    assert report.actions == []
+    assert any("ddr-search reindex" in n for n in report.notes)
+    assert list(target.client().indices.get_alias(name=target.settings.index)) == [f"{target.settings.index}-vhash-a"]
+
+
+def test_setup_refuses_a_dimension_change_on_an_existing_index(target: Target) -> None:
+    run_setup(target, dimension=16)
+    with pytest.raises(BackendError, match="16-dimensional vectors but the encoder makes 8"):
+        run_setup(target, dimension=8)
+
+
+def test_setup_refuses_a_concrete_index_named_like_the_alias(target: Target) -> None:
+    target.client().indices.create(index=target.settings.index)
+    with pytest.raises(BackendError, match="is a concrete index, not an alias"):
+        run_setup(target)
+
+
+def test_without_neural_search_setup_skips_pipelines(target: Target) -> None:
+    if target.name != "osmem":
+        pytest.skip("osmem-server lists no plugins; a real cluster may have neural-search")
+    report = run_setup(target)
+    assert report.pipelines == []
+    assert not report.features.native_hybrid
+    assert any("client over _msearch" in n for n in report.notes)
+
+
+def test_setup_puts_documented_pipelines_where_neural_search_runs(knn_target: Target) -> None:
+    report = run_setup(knn_target)
+    if not report.features.native_hybrid:
+        pytest.skip("this cluster has no neural-search >= 2.19")
+    alias = knn_target.settings.index
+    assert report.pipelines == [f"{alias}-min_max-0.5-0.5", f"{alias}-rrf-60"]
+    client = knn_target.client()
+    stored = client.transport.perform_request("GET", f"/_search/pipeline/{alias}-min_max-0.5-0.5")
+    processor = stored[f"{alias}-min_max-0.5-0.5"]["phase_results_processors"][0]
+    assert processor == {"normalization-processor": {
+        "normalization": {"technique": "min_max"},
+        "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.5, 0.5]}}}}
+    rrf = client.transport.perform_request("GET", f"/_search/pipeline/{alias}-rrf-60")
+    assert rrf[f"{alias}-rrf-60"]["phase_results_processors"][0] == {
+        "score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 60}}}
+
+
+def test_pipeline_bodies_follow_the_documented_shapes() -> None:
+    weighted = schema.pipeline_body(FusionConfig(Technique.MIN_MAX, (0.3, 0.7)))
+    assert weighted["phase_results_processors"] == [{"normalization-processor": {
+        "normalization": {"technique": "min_max"},
+        "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.3, 0.7]}}}}]
+    rrf = schema.pipeline_body(FusionConfig(Technique.RRF, (0.3, 0.7), rank_constant=20))
+    assert rrf["phase_results_processors"] == [{"score-ranker-processor": {"combination": {
+        "technique": "rrf", "rank_constant": 20, "parameters": {"weights": [0.3, 0.7]}}}}]
+    assert schema.index_name("ddr-documents", "MiniLM/General@3") == "ddr-documents-vminilm-general-3"
