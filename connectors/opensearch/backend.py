@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 HYBRID_MODES = ("auto", "native", "client")
 
 
+def inner_product_to_knn_score(ip: float) -> float:
+    """The faiss innerproduct score OpenSearch reports for an inner product x.y (the k-NN 'Spaces' table)."""
+    d = -ip
+    return 1.0 / (1.0 + d) if d >= 0 else 1.0 - d
+
+
 def knn_score_to_inner_product(score: float) -> float:
     """Invert the faiss innerproduct score (d = -x.y; score = 1 / (1 + d) if d >= 0 else 1 - d)."""
     return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
@@ -254,7 +260,8 @@ class OpenSearchBackend:
 
         Native `hybrid` query + search pipeline where the cluster has neural-search >= 2.19 (then
         `Fused.sub_scores` is `(None, None)`: the cluster returns only fused scores); otherwise both
-        sub-queries in one `_msearch` and `ddr_search.fusion.fuse` (sub-scores: raw BM25, raw x.y).
+        sub-queries in one `_msearch` and `ddr_search.fusion.fuse` over the BM25 and k-NN scores
+        (sub-scores reported: raw BM25, raw x.y).
         Each sub-query fetches `max(candidates, offset + k)` results either way.
         """
         config = config or FusionConfig()
@@ -274,12 +281,16 @@ class OpenSearchBackend:
                 reason = err.get("reason") if isinstance(err, dict) else err
                 where = f"OpenSearch msearch ({name}) on {redact_url(self.url)}"
                 raise BackendError(f"{where}: {sub.get('status')} {reason}")
-            hits = sub["hits"]["hits"]
-            if name == "bm25":
-                lists.append([(h["_id"], float(h["_score"])) for h in hits])
-            else:
-                lists.append([(h["_id"], knn_score_to_inner_product(float(h["_score"]))) for h in hits])
-        return fuse(lists, config, k=offset + k)[offset:]
+            lists.append([(h["_id"], float(h["_score"])) for h in sub["hits"]["hits"]])
+        # Fuse the k-NN *scores*, as the cluster's pipeline does (so native and client-side rank and score
+        # identically), then report the dense sub-score as the raw inner product. For x.y >= 0 the score
+        # is 1 + x.y, an affine map, so min_max / z_score / rrf equal fusing x.y itself (the embedded way).
+        fused = fuse(lists, config, k=offset + k)[offset:]
+        return [
+            Fused(f.id, f.score, (f.sub_scores[0], None if f.sub_scores[1] is None
+                                  else knn_score_to_inner_product(f.sub_scores[1])))
+            for f in fused
+        ]
 
     def _native(self) -> bool:
         if self.hybrid_mode == "client":

@@ -1,0 +1,108 @@
+"""Bulk writes against osmem-server: idempotent by id, per-document failures named, retries on 429/5xx."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from connectors.opensearch import admin
+from ddr_search.errors import BackendError
+from ddr_search.types import Document, IndexedDocument
+from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, indexed
+
+
+def ready(target: Target, **kwargs: object):
+    backend = target.backend(16, **kwargs)
+    admin.setup(backend, target.settings, dimension=16, encoder_version="hash-a")
+    return backend
+
+
+def test_upsert_is_idempotent_and_round_trips(target: Target) -> None:
+    backend = ready(target)
+    docs = indexed(HashEncoder())
+    backend.upsert(docs)
+    backend.upsert(docs)  # a redelivered batch
+    assert backend.count() == len(CORPUS)
+    assert backend.count("legal") == 4 and backend.count("medical") == 4
+    assert backend.domain_counts() == {"legal": 4, "medical": 4}
+    got = backend.get(["d1", "d7", "missing"])
+    assert set(got) == {"d1", "d7"}
+    assert got["d1"] == CORPUS[0]
+    assert got["d7"].domain is None and got["d7"].metadata == {"year": 2017}
+
+
+def test_upsert_replaces_by_id(target: Target) -> None:
+    backend = ready(target)
+    enc = HashEncoder()
+    backend.upsert(indexed(enc))
+    changed = Document("d1", "Rewritten text about equity.", "Equity", "legal", {"year": 2024})
+    backend.upsert(indexed(enc, [changed]))
+    assert backend.count() == len(CORPUS)
+    assert backend.get(["d1"])["d1"] == changed
+
+
+def test_delete_counts_only_existing_ids(target: Target) -> None:
+    backend = ready(target)
+    backend.upsert(indexed(HashEncoder()))
+    assert backend.delete(["d1", "d2", "nope"]) == 2
+    assert backend.count() == len(CORPUS) - 2
+    assert backend.delete(["d1"]) == 0
+
+
+def test_partial_failure_names_each_rejected_document_and_keeps_the_rest(target: Target) -> None:
+    """A real mapping conflict: metadata.year is mapped `long` by the first batch; text there is refused."""
+    backend = ready(target)
+    enc = HashEncoder()
+    backend.upsert(indexed(enc, CORPUS[:2]))
+    bad = [Document("bad1", "some text", "t", "legal", {"year": "not a year"}),
+           Document("ok1", "fine text", "t", "legal", {"year": 2001}),
+           Document("bad2", "more text", "t", None, {"year": {"nested": True}})]
+    with pytest.raises(BackendError) as info:
+        backend.upsert(indexed(enc, bad))
+    message = str(info.value)
+    assert message.startswith("2 of 3 documents were not indexed")
+    assert "id 'bad1'" in message and "id 'bad2'" in message and "ok1" not in message
+    assert "metadata.year" in message  # the reason from the cluster
+    assert backend.count() == 3  # the two good ones before, plus ok1: nothing silently dropped or kept
+    assert set(backend.get(["ok1", "bad1", "bad2"])) == {"ok1"}
+
+
+def test_wrong_vector_dimension_is_refused_before_sending(target: Target) -> None:
+    backend = ready(target)
+    doc = IndexedDocument(CORPUS[0], np.ones(8, dtype=np.float32), "hash-a")
+    with pytest.raises(BackendError, match="'d1': vector has 8 dimensions, the index expects 16"):
+        backend.upsert([doc])
+
+
+def test_cluster_rejects_a_wrong_dimension_per_document(target: Target) -> None:
+    """The same check done by the cluster (dimension unknown to the client): reported per id."""
+    backend = ready(target)
+    backend.dimension = None
+    good = indexed(HashEncoder(), CORPUS[:1])
+    wrong = IndexedDocument(CORPUS[1], np.ones(3, dtype=np.float32), "hash-a")
+    with pytest.raises(BackendError, match=r"1 of 2 documents were not indexed: id 'd2': mapper_parsing_exception"):
+        backend.upsert([*good, wrong])
+    assert backend.count() == 1
+
+
+def test_bulk_retries_whole_request_503_and_item_429_with_backoff(double_target: Target) -> None:
+    backend = ready(double_target, chunk_size=4)
+    state = double_target.double
+    assert state is not None
+    state.fail_bulk_requests = 2  # the first two bulk requests answer 503
+    state.reject_items_once = {"d2", "d6"}  # then these two are refused once with 429
+    backend.upsert(indexed(HashEncoder()))
+    assert backend.count() == len(CORPUS)
+    sent = state.bulk_bodies
+    assert sent[0] == sent[1] == sent[2] == ["d1", "d2", "d3", "d4"]  # 503, 503, then accepted but d2 429
+    assert sent[3] == ["d2"]  # only the rejected item is retried
+    assert ["d6"] in sent
+
+
+def test_bulk_gives_up_after_max_retries_with_a_clear_error(double_target: Target) -> None:
+    backend = ready(double_target, max_retries=2)
+    assert double_target.double is not None
+    double_target.double.fail_bulk_requests = 10
+    with pytest.raises(BackendError, match=r"bulk index into .*: 503 unavailable_shards_exception"):
+        backend.upsert(indexed(HashEncoder()))
+    assert len(double_target.double.bulk_bodies) == 3
