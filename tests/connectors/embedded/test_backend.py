@@ -1,0 +1,148 @@
+"""EmbeddedBackend: upsert/delete by id, exact search, domain filters, persistence, cache reloads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from connectors.embedded import EmbeddedBackend
+from connectors.embedded.snapshot import cache_root
+from ddr_search.errors import BackendError
+from ddr_search.types import Backend, Document, IndexedDocument
+
+WORDS = ["court", "fraud", "heart", "lung", "cache", "index", "query", "vector", "token", "graph", "contract", "tenant"]
+
+
+def make(i: int, *, dimension: int = 8, domain: str | None = None, text: str | None = None, seed: int = 0):
+    rng = np.random.default_rng(1000 * seed + i)
+    vector = rng.standard_normal(dimension).astype(np.float32)
+    body = text if text is not None else f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} document {i}"
+    return IndexedDocument(Document(id=f"d{i}", text=body, title=f"title {i}", domain=domain), vector, "v1")
+
+
+@pytest.fixture()
+def backend(tmp_path):
+    b = EmbeddedBackend(tmp_path / "store")
+    yield b
+    b.close()
+
+
+def test_implements_the_backend_protocol(backend):
+    assert isinstance(backend, Backend)
+
+
+def test_empty_store_answers_empty(backend):
+    assert backend.count() == 0
+    assert backend.bm25_search("court", 5) == []
+    assert backend.dense_search(np.ones(8, np.float32), 5) == []
+    assert backend.get(["nope"]) == {}
+
+
+def test_upsert_is_idempotent_and_replaces_by_id(backend):
+    docs = [make(i, domain="legal") for i in range(20)]
+    backend.upsert(docs)
+    backend.upsert(docs)  # a redelivered batch
+    assert backend.count() == 20
+    changed = IndexedDocument(Document(id="d3", text="tenant eviction notice", domain="tenancy"), docs[3].vector, "v2")
+    backend.upsert([changed])
+    assert backend.count() == 20
+    assert backend.get(["d3"])["d3"].text == "tenant eviction notice"
+    assert backend.domain_counts() == {"legal": 19, "tenancy": 1}
+    assert backend.describe()["encoder_versions"] == {"v1": 19, "v2": 1}
+    assert [i for i, _ in backend.bm25_search("eviction", 5)] == ["d3"]
+
+
+def test_delete_by_id(backend):
+    backend.upsert([make(i) for i in range(10)])
+    assert backend.delete(["d1", "d2", "missing"]) == 2
+    assert backend.count() == 8
+    assert set(backend.get(["d1", "d2", "d3"])) == {"d3"}
+    found = {i for i, _ in backend.dense_search(make(1).vector, 10)}
+    assert "d1" not in found and len(found) == 8
+    assert backend.delete(["d1"]) == 0
+
+
+def test_dense_search_is_exact_inner_product(backend):
+    docs = [make(i) for i in range(200)]
+    backend.upsert(docs)
+    query = np.random.default_rng(7).standard_normal(8).astype(np.float32)
+    scores = np.stack([d.vector for d in docs]) @ query
+    expected = [f"d{i}" for i in np.argsort(-scores)[:10]]
+    got = backend.dense_search(query, 10)
+    assert [i for i, _ in got] == expected
+    assert [s for _, s in got] == pytest.approx(sorted(scores, reverse=True)[:10], abs=1e-5)
+
+
+def test_domain_filter_restricts_both_sub_queries(backend):
+    backend.upsert([make(i, domain="legal" if i % 2 else "medical") for i in range(40)])
+    backend.upsert([make(i) for i in range(40, 50)])  # no domain
+    query = make(3).vector
+    legal = backend.dense_search(query, 100, domain="legal")
+    assert len(legal) == 20 and all(int(i[1:]) % 2 == 1 and int(i[1:]) < 40 for i, _ in legal)
+    assert all(int(i[1:]) % 2 == 1 for i, _ in backend.bm25_search("court document", 100, domain="legal"))
+    assert backend.dense_search(query, 5, domain="nothing-here") == []
+    assert backend.bm25_search("court", 5, domain="nothing-here") == []
+    assert len(backend.dense_search(query, 100)) == 50
+    assert backend.count("legal") == 20 and backend.count() == 50
+
+
+def test_wrong_dimension_is_refused(backend):
+    backend.upsert([make(0)])
+    with pytest.raises(BackendError, match="8-dimensional"):
+        backend.upsert([make(1, dimension=16)])
+    assert backend.count() == 1
+
+
+def test_persists_across_instances_and_processes(tmp_path):
+    first = EmbeddedBackend(tmp_path / "store")
+    first.upsert([make(i, domain="legal") for i in range(30)])
+    first.close()
+    code = (
+        "import sys; from connectors.embedded import EmbeddedBackend; "
+        "b = EmbeddedBackend(sys.argv[1]); print(b.count(), b.domain_counts(), b.bm25_search('court', 1)[0][0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("30 {'legal': 30} d")
+
+
+def test_a_searcher_sees_another_writers_commits(tmp_path):
+    reader = EmbeddedBackend(tmp_path / "store")
+    writer = EmbeddedBackend(tmp_path / "store")
+    writer.upsert([make(i) for i in range(5)])
+    assert len(reader.dense_search(make(0).vector, 10)) == 5
+    writer.upsert([make(i) for i in range(5, 9)])
+    writer.delete(["d0"])
+    ids = {i for i, _ in reader.dense_search(make(0).vector, 10)}
+    assert ids == {f"d{i}" for i in range(1, 9)}
+
+
+def test_old_snapshots_and_crashed_builds_are_pruned(backend):
+    backend.upsert([make(0)])
+    backend.refresh()
+    crashed = cache_root(backend.directory) / ".tmp-crashed"
+    crashed.mkdir()
+    backend.upsert([make(1)])
+    backend.refresh()
+    folders = sorted(p.name for p in cache_root(backend.directory).iterdir() if p.is_dir())
+    assert folders == [f"gen-{backend.store.generation():012d}"]
+
+
+def test_a_forked_child_opens_its_own_connection(backend):
+    """Celery prefork: a backend built before fork must not share its SQLite handle with the child."""
+    import multiprocessing
+
+    backend.upsert([make(0)])
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_child_upsert, args=(backend,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert backend.count() == 6
+
+
+def _child_upsert(backend: EmbeddedBackend) -> None:
+    backend.upsert([make(i) for i in range(1, 6)])
