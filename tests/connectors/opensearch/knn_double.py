@@ -54,6 +54,7 @@ class DoubleState:
     bulk_bodies: list[list[str]] = field(default_factory=list)  # ids sent in each bulk request
     fail_bulk_requests: int = 0  # answer this many bulk requests with 503
     reject_items_once: set[str] = field(default_factory=set)  # answer these ids' first index op with 429
+    fail_paths: dict[str, int] = field(default_factory=dict)  # path suffix -> how many requests answer 503
 
 
 def _check(cond: bool, reason: str, kind: str = "parsing_exception") -> None:
@@ -170,6 +171,10 @@ class KnnDoubleConnection(Urllib3HttpConnection):
                                        headers=headers)
 
     def _route(self, method: str, path: str, params: dict[str, Any], body: Any) -> Any:
+        for suffix, left in self.double.fail_paths.items():
+            if path.endswith(suffix) and left > 0:
+                self.double.fail_paths[suffix] = left - 1
+                raise Rejected(f"injected failure of {path}", "cluster_manager_not_discovered_exception", 503)
         if path == "/_cat/plugins":
             return self._reply([{"name": "node-1", "component": p, "version": "3.3.0"} for p in self.double.plugins])
         m = re.fullmatch(r"/_search/pipeline/([^/]+)", path)
