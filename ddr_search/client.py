@@ -6,7 +6,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ddr_search.ingest import IngestReport, ingest_documents, ingest_file
+from ddr_search.data.documents import check_file
+from ddr_search.ingest import IngestReport, check_documents, index_checked, ingest_documents
 from ddr_search.settings import Settings
 from ddr_search.types import Backend, Document, Encoder, Hit, RoutingMode, SearchMode
 
@@ -64,17 +65,13 @@ class DDRSearch:
         """
         size = batch_size or self.settings.batch_size
         if isinstance(source, str | Path):
-            return ingest_file(
-                source,
-                encoder=self.encoder,
-                backend=self.backend,
-                domain=domain,
-                batch_size=size,
-                skip_invalid=skip_invalid,
-                progress=progress,
+            check = check_file(source, domain=domain, skip_invalid=skip_invalid)  # before loading anything
+            return index_checked(
+                check, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
             )
+        documents = check_documents(source, domain)
         return ingest_documents(
-            source, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
+            documents, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
         )
 
     def search(

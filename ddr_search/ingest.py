@@ -74,7 +74,25 @@ def ingest_file(
     progress: bool = False,
 ) -> IngestReport:
     """Validate `path` (JSONL), then embed and write it. Raises InputError naming file, line and field."""
-    check: FileCheck = check_file(path, domain=domain, skip_invalid=skip_invalid)
+    check = check_file(path, domain=domain, skip_invalid=skip_invalid)
+    return index_checked(
+        check, encoder=encoder, backend=backend, domain=domain, batch_size=batch_size, progress=progress
+    )
+
+
+def index_checked(
+    check: FileCheck,
+    *,
+    encoder: Encoder,
+    backend: Backend,
+    domain: str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> IngestReport:
+    """The second pass over a file `check_file` accepted: stream, embed, write.
+
+    Split from validation so callers can validate before loading a model or opening a store.
+    """
     documents = read_documents(check.path, domain=domain, skip_lines=check.skipped_lines)
     indexed = _index(
         documents,
@@ -88,16 +106,8 @@ def ingest_file(
     return IngestReport(source=str(check.path), domain=domain, indexed=indexed, skipped=check.skipped)
 
 
-def ingest_documents(
-    items: Iterable[Document | Mapping[str, object]],
-    *,
-    encoder: Encoder,
-    backend: Backend,
-    domain: str | None = None,
-    batch_size: int = 64,
-    progress: bool = False,
-) -> IngestReport:
-    """Ingest in-memory documents (Document objects or JSONL-shaped dicts), all validated first."""
+def check_documents(items: Iterable[Document | Mapping[str, object]], domain: str | None = None) -> list[Document]:
+    """Validate in-memory documents (Document objects or JSONL-shaped dicts); errors name the item number."""
     if domain is not None:
         check_domain(domain)
     documents: list[Document] = []
@@ -115,6 +125,19 @@ def ingest_documents(
         documents.append(document)
     if not documents:
         raise InputError("no documents to ingest", path="<documents>")
+    return documents
+
+
+def ingest_documents(
+    documents: Sequence[Document],
+    *,
+    encoder: Encoder,
+    backend: Backend,
+    domain: str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> IngestReport:
+    """Embed and write documents that `check_documents` returned."""
     indexed = _index(
         documents,
         len(documents),
