@@ -1,0 +1,234 @@
+"""OrtEncoder: the `Encoder` protocol on exported ONNX graphs (onnxruntime + tokenizers, no torch).
+
+Which graph answers what (the same routing rules as TorchEncoder):
+- passages, and queries routed `none`: the passage encoder (general module only);
+- prior routing to a domain served by one module: that module's query encoder (baked in, no router);
+- top-k / soft routing, or a domain served by several modules: router -> weights -> weighted encoder.
+Sessions open on first use, each after its file's checksum is verified.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ddr_search.errors import ExportError, InputError, UnknownModuleError
+from ddr_search.types import QueryEncoding, RoutingMode, Vectors
+from onnx_export.artifacts import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    MODULE_WEIGHTS,
+    TOKENIZER_DIR,
+    ExportManifest,
+    GraphRecord,
+    Precision,
+    Role,
+    check_store,
+    read_export_manifest,
+    verify_file,
+)
+from onnx_export.routing import routing_weights
+
+if TYPE_CHECKING:
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+
+def _load_tokenizer(directory: Path, manifest: ExportManifest, verify: bool) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    path = directory / TOKENIZER_DIR / "tokenizer.json"
+    if verify and "tokenizer.json" in manifest.tokenizer_files:
+        verify_file(directory, f"{TOKENIZER_DIR}/tokenizer.json", manifest.tokenizer_files["tokenizer.json"])
+    if not path.exists():
+        raise ExportError(f"{path} is missing: the export has no fast tokenizer; re-run `ddr-search export`")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.enable_padding(pad_id=manifest.pad_token_id, pad_token=manifest.pad_token)
+    return tokenizer
+
+
+class OrtEncoder:
+    """Implements the `Encoder` protocol on an export folder (CPU execution provider)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: ExportManifest,
+        *,
+        precision: Precision,
+        query_threads: int = 1,
+        passage_threads: int = 0,
+        top_k: int = 2,
+        default_routing: RoutingMode = RoutingMode.TOP_K,
+        verify: bool = True,
+    ) -> None:
+        if precision not in manifest.precisions:
+            raise ExportError(
+                f"{directory} has no {precision} encoders (exported: {[str(p) for p in manifest.precisions]})"
+            )
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.precision = precision
+        self.query_threads = query_threads
+        self.passage_threads = passage_threads
+        self.top_k = top_k
+        self.default_routing = default_routing
+        self.verify = verify
+        self.max_passage_length = manifest.max_passage_length
+        self.max_query_length = manifest.max_query_length
+        self._tokenizer = _load_tokenizer(self.directory, manifest, verify)
+        self._sessions: dict[tuple[str, int], onnxruntime.InferenceSession] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        *,
+        store: Path | None = None,
+        check_store_version: bool = True,
+        precision: Precision | str = "auto",
+        **options: object,
+    ) -> OrtEncoder:
+        """Open an export. With `check_store_version`, an export made for another store is refused.
+
+        precision "auto" picks int8 when it was exported, else fp32. Raises ExportError.
+        """
+        directory = Path(directory)
+        manifest = read_export_manifest(directory)
+        if check_store_version:
+            check_store(manifest, directory, store)
+        if precision == "auto":
+            precision = Precision.INT8 if Precision.INT8 in manifest.precisions else Precision.FP32
+        return cls(directory, manifest, precision=Precision(precision), **options)
+
+    # -- Encoder protocol -------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return self.manifest.dimension
+
+    @property
+    def version(self) -> str:
+        """The torch encoder's version: an ORT and a torch encoder of one store embed interchangeably."""
+        return self.manifest.encoder_version
+
+    def domains(self) -> Mapping[str, Sequence[str]]:
+        return {d: list(ms) for d, ms in self.manifest.domains.items()}
+
+    @property
+    def module_names(self) -> list[str]:
+        return list(self.manifest.module_names)
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
+        """Backbone + general module only: one set of passage vectors serves every domain."""
+        session = self._session(self.manifest.graph(Role.PASSAGE, self.precision), self.passage_threads)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for index, chunk in self._batches(texts, batch_size):
+            ids, mask = self.tokenize(chunk, self.max_passage_length)
+            out[index] = session.run(None, {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
+        return out
+
+    def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:
+        """A known domain means prior routing unless the caller says otherwise; no modules means none."""
+        if not self.manifest.module_names:
+            return RoutingMode.NONE
+        if routing is None:
+            routing = RoutingMode.PRIOR if domain is not None else self.default_routing
+        if routing is RoutingMode.PRIOR and domain is None:
+            raise InputError("prior routing needs a domain: pass domain=... or choose soft/topk routing")
+        return routing
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        domain: str | None = None,
+        routing: RoutingMode | None = None,
+        batch_size: int = 64,
+    ) -> QueryEncoding:
+        """Router -> module weights -> query vectors. An unknown domain raises UnknownModuleError."""
+        domains = self.manifest.domains
+        if domain is not None and domain not in domains:
+            known = ", ".join(sorted(domains)) or "none"
+            raise UnknownModuleError(f"no module is mapped to domain {domain!r} (domains with modules: {known})")
+        mode = self.resolve_routing(domain, routing)
+        names = self.manifest.module_names
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        weights_out: list[dict[str, float]] = [{} for _ in texts]
+        single = domains[domain][0] if mode is RoutingMode.PRIOR and domain and len(domains[domain]) == 1 else None
+        for index, chunk in self._batches(texts, batch_size):
+            ids, mask = self.tokenize(chunk, self.max_query_length)
+            feeds = {INPUT_IDS: ids, ATTENTION_MASK: mask}
+            if mode is RoutingMode.NONE:
+                session = self._session(self.manifest.graph(Role.PASSAGE, self.precision), self.query_threads)
+                out[index] = session.run(None, feeds)[0]
+                continue
+            if single is not None:
+                record = self.manifest.graph(Role.QUERY_DOMAIN, self.precision, single)
+                out[index] = self._session(record, self.query_threads).run(None, feeds)[0]
+                weights = np.ones((len(chunk), 1), dtype=np.float32)
+                row_names = [single]
+            else:
+                weights = self.route(ids, mask, mode, domain)
+                weighted = self._session(self.manifest.graph(Role.QUERY_WEIGHTED, self.precision), self.query_threads)
+                out[index] = weighted.run(None, {**feeds, MODULE_WEIGHTS: weights})[0]
+                row_names = names
+            for row, position in enumerate(index):
+                weights_out[position] = {
+                    n: float(w) for n, w in zip(row_names, weights[row].tolist(), strict=True) if w > 0
+                }
+        return QueryEncoding(vectors=out, weights=weights_out)
+
+    # -- parts ------------------------------------------------------------------------------------
+    def route(self, ids: np.ndarray, mask: np.ndarray, mode: RoutingMode, domain: str | None) -> np.ndarray:
+        """Module weights [B, N] from the router graph (fp32 in every export)."""
+        router = self._session(self.manifest.graph(Role.ROUTER), self.query_threads)
+        logits = router.run(None, {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
+        allowed = None
+        if mode is RoutingMode.PRIOR:
+            names = self.manifest.module_names
+            allowed = [[names.index(m) for m in self.manifest.domains[domain]]] * len(ids) if domain else None
+        return routing_weights(logits, mode, top_k=self.top_k, allowed=allowed)
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and mask [B, T], padded to the longest text: the same ids as the HF tokenizer."""
+        self._tokenizer.enable_truncation(max_length=max_length)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+    def _batches(self, texts: Sequence[str], batch_size: int) -> list[tuple[np.ndarray, list[str]]]:
+        # Sorting by length keeps padding small; the caller writes rows back by index.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        return [
+            (order[i : i + batch_size], [texts[j] for j in order[i : i + batch_size]])
+            for i in range(0, len(texts), batch_size)
+        ]
+
+    def _session(self, record: GraphRecord, threads: int) -> onnxruntime.InferenceSession:
+        key = (record.file, threads)
+        with self._lock:
+            if key not in self._sessions:
+                self._sessions[key] = self._open(record, threads)
+            return self._sessions[key]
+
+    def _open(self, record: GraphRecord, threads: int) -> onnxruntime.InferenceSession:
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime loads (ddr_search sets it too)
+        import onnxruntime
+
+        path = self.directory / record.file
+        if self.verify:
+            verify_file(self.directory, record.file, record.sha256)
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads  # 0 = onnxruntime's default (one per physical core)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
