@@ -5,6 +5,7 @@ Only this module, the client and the CLI may import connectors/, onnx_export/ an
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ddr_search.settings import Settings
@@ -22,16 +23,61 @@ def default_module_store(settings: Settings) -> Path | None:
     return None
 
 
+def default_onnx_dir(settings: Settings) -> Path:
+    """Where `ddr-search export` writes and where the encoder looks: DDR_ONNX_DIR, else <home>/onnx."""
+    return settings.onnx_dir if settings.onnx_dir is not None else settings.home / "onnx"
+
+
 def build_encoder(settings: Settings) -> Encoder:
-    """The torch encoder over the module store. (The ONNX branch is added by onnx_export.)"""
+    """ONNX Runtime encoders when an export for this very store exists, else the torch encoder."""
+    store = default_module_store(settings)
+    onnx = _onnx_encoder(settings, store)
+    if onnx is not None:
+        return onnx
     from ddr_search.model.encoder import TorchEncoder
 
     return TorchEncoder.load(
-        default_module_store(settings),
+        store,
         settings.backbone,
         top_k=settings.search.top_k_modules,
         default_routing=settings.routing,
     )
+
+
+def _onnx_encoder(settings: Settings, store: Path | None) -> Encoder | None:
+    """The export under DDR_ONNX_DIR / <home>/onnx, checked against the store and backbone in use.
+
+    An export named explicitly (DDR_ONNX_DIR) that is missing or stale raises ExportError; the default
+    location falls back to torch with a warning, so a forgotten re-export never serves stale modules.
+    """
+    from ddr_search.errors import ExportError
+
+    directory = default_onnx_dir(settings)
+    explicit = settings.onnx_dir is not None
+    if not (directory / "manifest.json").exists():
+        if explicit:
+            raise ExportError(f"DDR_ONNX_DIR={directory} holds no ONNX export: run `ddr-search export`")
+        return None
+    from ddr_search.model.backbone import fingerprint, packaged_backbone_path
+    from onnx_export.artifacts import check_backbone
+    from onnx_export.runtime import OrtEncoder
+
+    try:
+        encoder = OrtEncoder.load(
+            directory,
+            store=store,
+            precision="auto",  # int8 when it was exported
+            query_threads=settings.search.query_threads,
+            top_k=settings.search.top_k_modules,
+            default_routing=settings.routing,
+        )
+        check_backbone(encoder.manifest, directory, fingerprint(settings.backbone or packaged_backbone_path()))
+    except ExportError as e:
+        if explicit:
+            raise
+        logging.getLogger(__name__).warning("%s (using the torch encoder meanwhile)", e)
+        return None
+    return encoder
 
 
 def build_backend(settings: Settings, dimension: int | None = None) -> Backend:

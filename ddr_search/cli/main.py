@@ -37,4 +37,5 @@ def cli(ctx: click.Context, debug: bool) -> None:
 # Subcommands register themselves here, one import per module (kept sorted).
 from ddr_search.cli import docs, ingest, search, status, worker  # noqa: E402,F401
 from ddr_search.cli import eval  # noqa: E402,F401
+from ddr_search.cli import export  # noqa: E402,F401
 from ddr_search.cli import reindex, setup  # noqa: E402,F401
