@@ -81,7 +81,7 @@ class OpenSearchBackend:
         self.url = url
         self.dimension = dimension
         self.hybrid_mode = hybrid
-        self.refresh = refresh
+        self.refresh_mode = refresh
         self.chunk_size = chunk_size
         self.max_retries = max_retries
         self.initial_backoff_s = initial_backoff_s
@@ -170,7 +170,7 @@ class OpenSearchBackend:
                     max_chunk_bytes=50 * 1024 * 1024,
                     raise_on_error=False,
                     yield_ok=False,
-                    refresh=self.refresh,
+                    refresh=self.refresh_mode,
                 ):
                     if ok:
                         continue
@@ -387,7 +387,20 @@ class OpenSearchBackend:
         return sorted(response)
 
     def describe(self) -> dict[str, object]:
-        return {"backend": self.kind, "url": redact_url(self.url), "alias": self.alias, "indices": self.indices()}
+        """What `ddr-search stats` shows: where, which indices, and documents per encoder version."""
+        body = {"size": 0, "aggs": {"versions": {"terms": {"field": "encoder_version", "size": 100}}}}
+        buckets = self._call("search", self.client.search, index=self.alias, body=body)["aggregations"]["versions"]
+        return {
+            "backend": self.kind,
+            "url": redact_url(self.url),
+            "alias": self.alias,
+            "indices": self.indices(),
+            "encoder_versions": {str(b["key"]): int(b["doc_count"]) for b in buckets["buckets"]},
+        }
+
+    def refresh(self) -> None:
+        """Make every write searchable now (ingest calls this at the end of a run)."""
+        self._call("refresh", self.client.indices.refresh, index=self.alias)
 
     def scan(self, batch_size: int = 500) -> Iterator[list[Document]]:
         """Every document behind the alias, in batches (scroll), without vectors: what reindex re-embeds."""

@@ -106,3 +106,20 @@ def test_bulk_gives_up_after_max_retries_with_a_clear_error(double_target: Targe
     with pytest.raises(BackendError, match=r"bulk index into .*: 503 unavailable_shards_exception"):
         backend.upsert(indexed(HashEncoder()))
     assert len(double_target.double.bulk_bodies) == 3
+
+
+def test_is_a_backend_built_by_the_factory_and_describes_itself(target: Target) -> None:
+    from ddr_search.factory import build_backend
+    from ddr_search.settings import Settings
+    from ddr_search.types import Backend
+
+    backend = build_backend(Settings(opensearch=target.settings), 16)
+    assert isinstance(backend, Backend) and backend.kind == "opensearch"
+    admin.setup(backend, target.settings, dimension=16, encoder_version="hash-a")
+    backend.upsert(indexed(HashEncoder()))
+    backend.refresh()
+    info = backend.describe()
+    assert info["alias"] == target.settings.index and info["indices"] == [f"{target.settings.index}-vhash-a"]
+    assert info["encoder_versions"] == {"hash-a": len(CORPUS)}
+    assert "@" not in str(info["url"])
+    backend.close()
