@@ -69,6 +69,16 @@ def mappings(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
     text = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
     return {
         "dynamic": "strict",
+        # metadata strings are exact values to filter on (`term`), not prose: keyword, not text
+        "dynamic_templates": [
+            {
+                "metadata_strings": {
+                    "path_match": "metadata.*",
+                    "match_mapping_type": "string",
+                    "mapping": {"type": "keyword", "ignore_above": 1024},
+                }
+            }
+        ],
         "properties": {
             "title": text,
             "text": text,
