@@ -1,0 +1,67 @@
+"""`ddr-search modules list`: what a module store holds (names, kinds, versions, parameters, domains)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ddr_search.cli.main import cli
+
+
+@cli.group()
+def modules() -> None:
+    """Inspect the module store (the configured one, else the modules shipped with the package)."""
+
+
+@modules.command("list")
+@click.option("--store", type=click.Path(path_type=Path), help="Module store folder (default: configured/packaged).")
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+def list_modules(store: Path | None, as_json: bool) -> None:
+    """List modules: name, kind, version, trainable parameters (and % of the backbone), domains."""
+    from ddr_search.factory import default_module_store
+    from ddr_search.model.store import read_manifest
+    from ddr_search.settings import Settings
+
+    store = store if store is not None else default_module_store(Settings())
+    if store is None:
+        click.echo("no module store: queries and passages use the frozen backbone alone")
+        return
+    manifest = read_manifest(store)
+    served: dict[str, list[str]] = {}
+    for domain, names in manifest.domains.items():
+        for name in names:
+            served.setdefault(name, []).append(domain)
+    backbone_params = _backbone_parameters(manifest.backbone)
+    rows = []
+    for name, record in manifest.modules.items():
+        share = 100.0 * record.parameters / backbone_params if backbone_params else None
+        rows.append({
+            "name": name, "kind": record.kind, "version": record.version, "parameters": record.parameters,
+            "percent_of_backbone": round(share, 2) if share is not None else None,
+            "domains": sorted(served.get(name, [])) if record.kind == "domain" else ["*"],
+            "created": record.created, "notes": record.notes,
+        })
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "prefix_length": manifest.prefix_length,
+                               "backbone": manifest.backbone, "modules": rows}, indent=2))
+        return
+    click.echo(f"store {store}  (backbone {manifest.backbone.get('name')}, prefix length {manifest.prefix_length})")
+    click.echo(f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  DOMAINS")
+    for row in rows:
+        pct = f"{row['percent_of_backbone']:.2f}" if row["percent_of_backbone"] is not None else "-"
+        click.echo(f"{row['name']:<16} {row['kind']:<8} {row['version']:>3} {row['parameters']:>9,} {pct:>6}  "
+                   f"{','.join(row['domains'])}")
+
+
+def _backbone_parameters(backbone: dict[str, str | int]) -> int | None:
+    """BERT-family parameter count from the recorded shape (vocabulary assumed 30,522, 512 positions)."""
+    try:
+        hidden, layers = int(backbone["hidden_size"]), int(backbone["num_layers"])
+    except (KeyError, ValueError):
+        return None
+    intermediate = 4 * hidden
+    embeddings = (30522 + 512 + 2) * hidden + 2 * hidden
+    layer = 4 * (hidden * hidden + hidden) + 2 * hidden * intermediate + intermediate + hidden + 4 * hidden
+    return embeddings + layers * layer + hidden * hidden + hidden

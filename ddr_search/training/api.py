@@ -1,0 +1,312 @@
+"""The training entry points the CLI and the benchmark call: one function per phase.
+
+    train_general  phase 1: the general module alone (both sides pass through it)
+    train_domains  phase 2: domain modules + router jointly, general frozen, passages cached
+    train_domain   add one domain later: only its module (and router row) trains; asserts that every
+                   other module, the router's other rows and the passage encoder stay bit-identical
+    train_dr       the DR baseline: full fine-tuning of the backbone on the same pairs
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddr_search.errors import InputError
+from ddr_search.model.backbone import Backbone, load_backbone
+from ddr_search.model.ddr import GENERAL, DDRModel
+from ddr_search.model.encoder import TorchEncoder, passage_text
+from ddr_search.model.store import load_store, module_tensors, save_store
+from ddr_search.training.cached import CachedExample, CachedQueryTask
+from ddr_search.training.config import TrainConfig
+from ddr_search.training.corpus import CorpusDoc
+from ddr_search.training.dual import DualTask
+from ddr_search.training.loop import TrainResult, train
+from ddr_search.training.pairs import Pair, split_dev
+from ddr_search.training.passages import encode_cached
+from ddr_search.training.selfsup import pairs_from_corpus
+
+log = logging.getLogger(__name__)
+DEFAULT_PREFIX_LENGTH = 32  # 147,456 parameters (0.65% of MiniLM); trains well on CPU (DESIGN.md 8)
+
+
+@dataclass
+class Candidates:
+    """One domain's cached passage matrix and how pair passages map onto its rows."""
+
+    matrix: np.ndarray
+    rows: dict[str, int]  # Passage.key() -> row
+
+
+def _subsample(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]:
+    pairs = list(pairs)
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    return random.Random(seed).sample(pairs, limit)
+
+
+def _model(store: Path | None, backbone: Backbone, prefix_length: int | None) -> DDRModel:
+    if store is not None and (Path(store) / "manifest.json").exists():
+        model = load_store(Path(store), backbone, prefix_length)
+    else:
+        model = DDRModel(backbone, prefix_length or DEFAULT_PREFIX_LENGTH)
+    return model.eval()  # no dropout: training is deterministic and matches inference
+
+
+def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    params = list(module.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def passage_encoder(model: DDRModel, backbone: Backbone) -> TorchEncoder:
+    return TorchEncoder(model, backbone.tokenizer, max_passage_length=backbone.max_seq_length, show_progress=True)
+
+
+def build_candidates(
+    encoder: TorchEncoder, pairs: Sequence[Pair], docs: Sequence[CorpusDoc] | None, cache_dir: Path | None
+) -> Candidates:
+    """The corpus (if given) plus every pair passage not already in it, encoded once and cached."""
+    rows: dict[str, int] = {}
+    texts: list[str] = []
+    ids: list[str] = []
+    for doc in docs or ():
+        rows[f"id:{doc.id}"] = len(texts)
+        texts.append(passage_text(doc.title, doc.text))
+        ids.append(doc.id)
+    corpus_texts = len(texts)
+    for pair in pairs:
+        for p in (*pair.positives, *pair.negatives):
+            if p.key() not in rows:
+                rows[p.key()] = len(texts)
+                texts.append(passage_text(p.title, p.text))
+    parts = []
+    if corpus_texts:
+        parts.append(encode_cached(encoder, texts[:corpus_texts], cache_dir, ids=ids))
+    if len(texts) > corpus_texts:
+        parts.append(encode_cached(encoder, texts[corpus_texts:], cache_dir))
+    return Candidates(np.concatenate(parts) if len(parts) > 1 else parts[0], rows)
+
+
+def _examples(pairs: Sequence[Pair], candidates: Mapping[str, Candidates]) -> list[CachedExample]:
+    out = []
+    for pair in pairs:
+        table = candidates[pair.domain or ""].rows
+        out.append(CachedExample(pair.query, pair.domain or "", tuple(table[p.key()] for p in pair.positives)))
+    return out
+
+
+def _probe_passages(encoder: TorchEncoder, candidates: Mapping[str, Candidates]) -> np.ndarray:
+    return encoder.encode_passages(["a probe passage for the passage-encoder invariant",
+                                    "Vitamin D and bone fractures in older adults."])
+
+
+# -- phase 1 ------------------------------------------------------------------------------------------
+def train_general(
+    pairs: Sequence[Pair],
+    out: Path,
+    config: TrainConfig,
+    *,
+    store: Path | None = None,
+    backbone: Path | None = None,
+    prefix_length: int | None = None,
+) -> tuple[DDRModel, TrainResult]:
+    """Phase 1: the general module alone. Keeps the exact no-op unless dev improves by > min_delta
+    (a new general module changes every passage embedding, so it must earn the re-indexing)."""
+    loaded = load_backbone(backbone)
+    model = _model(store, loaded, prefix_length)
+    if model.general is None:
+        model.add_general(seed=config.seed)
+    train_pairs, dev_pairs = split_dev(pairs, config.dev_fraction, config.seed)
+    train_pairs = _subsample(train_pairs, config.max_examples, config.seed)
+    groups = [{"name": GENERAL, "params": _trainable(model.general), "lr": config.lr_for("general")}]
+    result = train(DualTask(model, loaded.tokenizer, train_pairs, dev_pairs, groups, config), config)
+    _freeze(model)
+    notes = {**config.to_notes(), **result.notes(), "train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
+    save_store(model, out, notes={GENERAL: notes})
+    return model, result
+
+
+# -- phase 2 ------------------------------------------------------------------------------------------
+def _domain_task(
+    model: DDRModel,
+    loaded: Backbone,
+    pairs: Sequence[Pair],
+    corpora: Mapping[str, Sequence[CorpusDoc]],
+    config: TrainConfig,
+    cache_dir: Path | None,
+    groups: list[dict[str, object]],
+    router_rows: Sequence[int] | None = None,
+) -> tuple[CachedQueryTask, dict[str, int]]:
+    encoder = passage_encoder(model, loaded)
+    domains = sorted({p.domain or "" for p in pairs})
+    candidates = {
+        d: build_candidates(encoder, [p for p in pairs if p.domain == d], corpora.get(d), cache_dir) for d in domains
+    }
+    train_pairs: list[Pair] = []
+    dev_pairs: list[Pair] = []
+    for d in domains:
+        t, v = split_dev([p for p in pairs if p.domain == d], config.dev_fraction, config.seed)
+        train_pairs += _subsample(t, config.max_examples, config.seed)
+        dev_pairs += v
+    task = CachedQueryTask(
+        model, loaded.tokenizer, {d: c.matrix for d, c in candidates.items()},
+        _examples(train_pairs, candidates), _examples(dev_pairs, candidates), groups, config,
+        router_rows=router_rows,
+    )
+    return task, {"train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
+
+
+def _check_domains(pairs: Sequence[Pair]) -> None:
+    for i, pair in enumerate(pairs):
+        if pair.domain is None:
+            raise InputError("every pair needs a domain for domain training (or pass --domain)", line=i + 1,
+                             field="domain")
+
+
+def _freeze(model: DDRModel) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def train_domains(
+    pairs: Sequence[Pair],
+    store: Path | None,
+    out: Path,
+    config: TrainConfig,
+    *,
+    corpora: Mapping[str, Sequence[CorpusDoc]] | None = None,
+    backbone: Path | None = None,
+    prefix_length: int | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[DDRModel, TrainResult]:
+    """Phase 2: every domain named in `pairs` gets a module (new ones start as exact no-ops); those
+    modules and the router train jointly, the general module frozen so passages are cached."""
+    _check_domains(pairs)
+    loaded = load_backbone(backbone)
+    model = _model(store, loaded, prefix_length)
+    domains = sorted({p.domain for p in pairs if p.domain})
+    for d in domains:
+        if d not in model.domain_map:
+            model.add_domain_module(d)
+    version = passage_encoder(model, loaded).version
+    modules = sorted({m for d in domains for m in model.domain_map[d]})
+    groups = [{"name": f"domain:{m}", "params": _trainable(model.domain_modules[m]), "lr": config.lr_for("domain")}
+              for m in modules]
+    rows = [model.module_names.index(m) for m in modules]
+    groups.append({"name": "router", "params": _trainable(model.router), "lr": config.lr_for("router")})
+    task, counts = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows)
+    result = train(task, config)
+    _freeze(model)
+    if passage_encoder(model, loaded).version != version:
+        raise AssertionError("phase 2 changed the passage encoder")
+    notes = {m: {**config.to_notes(), **result.notes(), **counts, "domains": ",".join(domains)} for m in modules}
+    save_store(model, out, notes=notes)
+    return model, result
+
+
+def train_domain(
+    name: str,
+    store: Path | None,
+    out: Path,
+    config: TrainConfig,
+    *,
+    pairs: Sequence[Pair] | None = None,
+    corpus: Sequence[CorpusDoc] | None = None,
+    backbone: Path | None = None,
+    prefix_length: int | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[DDRModel, TrainResult]:
+    """Add one domain: labelled pairs, or self-supervised pairs from `corpus` when no pairs are given.
+
+    Only the new module and its router row train. Asserts afterwards that every other module, the
+    other router rows and the passage embeddings are bit-identical to before.
+    """
+    if pairs is None and corpus is None:
+        raise InputError(f"domain {name!r}: give pairs or a corpus")
+    loaded = load_backbone(backbone)
+    model = _model(store, loaded, prefix_length)
+    if name in model.domain_modules:
+        raise InputError(f"module {name!r} already exists in {store}; pick a new name or retrain with train domains")
+    label_free = pairs is None
+    if label_free:
+        pairs = pairs_from_corpus(corpus, domain=name, seed=config.seed)
+    pairs = [Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in pairs]
+    before = {n: module_tensors(m) for n, m in model.domain_modules.items()}
+    if model.general is not None:
+        before[GENERAL] = module_tensors(model.general)
+    router_before = model.router.weight.detach().clone()
+    encoder = passage_encoder(model, loaded)
+    version, probe = encoder.version, _probe_passages(encoder, {})
+    model.add_domain_module(name)
+    row = model.module_names.index(name)
+    groups = [{"name": f"domain:{name}", "params": _trainable(model.domain_modules[name]),
+               "lr": config.lr_for("domain")}]
+    task, counts = _domain_task(model, loaded, pairs, {name: corpus} if corpus else {}, config, cache_dir,
+                                groups, [row])
+    result = train(task, config)
+    _freeze(model)
+    _assert_unchanged(model, before, router_before, row, encoder, version, probe)
+    notes = {**config.to_notes(), **result.notes(), **counts, "label_free": int(label_free)}
+    save_store(model, out, notes={name: notes})
+    return model, result
+
+
+def _assert_unchanged(
+    model: DDRModel,
+    before: dict[str, dict[str, torch.Tensor]],
+    router_before: torch.Tensor,
+    new_row: int,
+    encoder: TorchEncoder,
+    version: str,
+    probe: np.ndarray,
+) -> None:
+    for name, tensors in before.items():
+        module = model.general if name == GENERAL else model.domain_modules[name]
+        for key, value in module_tensors(module).items():
+            if not torch.equal(value, tensors[key]):
+                raise AssertionError(f"adding a domain changed module {name!r} ({key})")
+    others = [i for i in range(model.router.weight.shape[0]) if i != new_row]
+    if not torch.equal(model.router.weight[others], router_before):
+        raise AssertionError("adding a domain changed another module's router row")
+    if encoder.version != version or not np.array_equal(_probe_passages(encoder, {}), probe):
+        raise AssertionError("adding a domain changed the passage encoder")
+
+
+# -- DR baseline --------------------------------------------------------------------------------------
+def train_dr(
+    pairs: Sequence[Pair], out: Path | None, config: TrainConfig, *, backbone: Path | None = None
+) -> tuple[DDRModel, TrainResult]:
+    """Full fine-tuning of the shared backbone (queries and passages), the paper's "DR" baseline.
+
+    Writes a complete model folder usable as `--backbone` when `out` is given.
+    """
+    loaded = load_backbone(backbone)
+    model = DDRModel(loaded, DEFAULT_PREFIX_LENGTH)
+    train_pairs, dev_pairs = split_dev(pairs, config.dev_fraction, config.seed)
+    train_pairs = _subsample(train_pairs, config.max_examples, config.seed)
+    groups = [{"name": "backbone", "params": _trainable(model.encoder), "lr": config.lr_for("backbone")}]
+    result = train(DualTask(model, loaded.tokenizer, train_pairs, dev_pairs, groups, config), config)
+    _freeze(model)
+    if out is not None:
+        save_backbone(model, loaded, Path(out))
+    return model, result
+
+
+def save_backbone(model: DDRModel, loaded: Backbone, out: Path) -> None:
+    """Copy the backbone folder and overwrite its weights with the fine-tuned ones."""
+    from safetensors.torch import save_file
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(loaded.path, out, ignore=shutil.ignore_patterns("*.bin", "*.onnx", "onnx", "openvino", "*.h5"))
+    state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})

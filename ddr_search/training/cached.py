@@ -1,0 +1,127 @@
+"""Query-side training against cached passage embeddings (phase 2, new domains, label-free, DR-query).
+
+The general module is frozen here, so passage embeddings never change: each corpus is encoded once,
+and every query is scored against its *whole* domain corpus (full-corpus negatives, DESIGN.md 8).
+Queries are encoded with prior routing (their own domain's modules); the router learns jointly
+from a cross-entropy on the same queries' domains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ddr_search.model.ddr import DDRModel
+from ddr_search.training.config import TrainConfig
+from ddr_search.training.devmetric import ndcg_at_10
+from ddr_search.training.losses import multi_positive_infonce
+from ddr_search.types import RoutingMode
+
+
+@dataclass(frozen=True, slots=True)
+class CachedExample:
+    query: str
+    domain: str  # key into the candidate matrices (and the model's domain map, for routing)
+    positives: tuple[int, ...]  # rows of that domain's candidate matrix
+
+
+class CachedQueryTask:
+    """Trains `groups` (domain modules, router rows, or a whole query-side backbone for DR)."""
+
+    def __init__(
+        self,
+        model: DDRModel,
+        tokenizer: Callable[..., dict[str, torch.Tensor]],
+        candidates: dict[str, np.ndarray],
+        train: Sequence[CachedExample],
+        dev: Sequence[CachedExample],
+        groups: list[dict[str, object]],
+        config: TrainConfig,
+        *,
+        routed: bool = True,
+        router_rows: Sequence[int] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.candidates = {
+            d: torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)) for d, m in candidates.items()
+        }
+        self.train_examples = list(train)
+        self.dev_examples = list(dev)
+        self.groups = groups
+        self.config = config
+        self.routed = routed and len(model.module_names) > 0
+        self.router_rows = list(router_rows) if router_rows is not None else None
+        self.router_trains = any(g["name"] == "router" for g in groups)
+        if self.router_trains and self.router_rows is not None:
+            keep = torch.zeros(model.router.weight.shape[0], 1)
+            keep[self.router_rows] = 1.0
+            model.router.weight.register_hook(lambda grad: grad * keep)
+
+    # -- Task protocol ---------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, object]]:
+        return self.groups
+
+    def num_examples(self) -> int:
+        return len(self.train_examples)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for group in self.groups:
+            for i, p in enumerate(group["params"]):
+                state[f"{group['name']}.{i}"] = p.detach()
+        return state
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        for group in self.groups:
+            for i, p in enumerate(group["params"]):
+                p.copy_(state[f"{group['name']}.{i}"])
+
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_query_length,
+                              return_tensors="pt")
+
+    def encode(self, examples: Sequence[CachedExample]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Query vectors under prior routing, and the router logits (for its loss)."""
+        batch = self._tokens([e.query for e in examples])
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if not self.routed:
+            return self.model(ids, mask, None), None
+        weights = self.model.route(ids, mask, RoutingMode.PRIOR, domains=[e.domain for e in examples])
+        logits = self.model.router(self.model.router_features(ids, mask)) if self.router_trains else None
+        return self.model(ids, mask, weights), logits
+
+    def loss(self, indices: list[int]) -> torch.Tensor:
+        examples = [self.train_examples[i] for i in indices]
+        vectors, logits = self.encode(examples)
+        total = vectors.new_zeros(())
+        for domain in sorted({e.domain for e in examples}):
+            rows = [i for i, e in enumerate(examples) if e.domain == domain]
+            matrix = self.candidates[domain]
+            mask = torch.zeros(len(rows), matrix.shape[0], dtype=torch.bool)
+            for r, i in enumerate(rows):
+                mask[r, list(examples[i].positives)] = True
+            part = multi_positive_infonce(vectors[rows], matrix, mask, self.config.temperature)
+            total = total + part * len(rows) / len(examples)
+        if logits is not None and self.config.router_loss_weight > 0 and logits.shape[1] > 1:
+            names = self.model.module_names
+            targets = torch.tensor([names.index(self.model.domain_map[e.domain][0]) for e in examples])
+            total = total + self.config.router_loss_weight * torch.nn.functional.cross_entropy(logits, targets)
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean dev nDCG@10 over domains, each dev query ranked against its whole domain corpus."""
+        if not self.dev_examples:
+            return 0.0
+        scores = []
+        for domain in sorted({e.domain for e in self.dev_examples}):
+            examples = [e for e in self.dev_examples if e.domain == domain]
+            vectors = torch.cat([self.encode(examples[i : i + 64])[0] for i in range(0, len(examples), 64)])
+            matrix = (vectors @ self.candidates[domain].T).numpy()
+            scores.append(ndcg_at_10(matrix, [e.positives for e in examples]))
+        return float(np.mean(scores))

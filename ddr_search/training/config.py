@@ -1,0 +1,45 @@
+"""Training settings shared by every phase (one dataclass, saved into checkpoints and module notes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """Defaults follow DESIGN.md 8: temperature 0.05 for normalised embeddings, AdamW, batch 32."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    accumulation: int = 1  # optimizer step every `accumulation` batches
+    temperature: float = 0.05
+    lr: dict[str, float] = field(default_factory=lambda: {"general": 1e-3, "domain": 5e-3, "router": 1e-2,
+                                                          "backbone": 2e-5})
+    weight_decay: float = 0.0
+    max_query_length: int = 64
+    max_passage_length: int = 128  # for passages encoded during training (the dual phases)
+    hard_negatives: int = 3  # per query, sampled from its negatives (dual phases)
+    router_loss_weight: float = 1.0
+    seed: int = 0
+    dev_fraction: float = 0.1
+    eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once per epoch
+    patience: int = 2  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # a checkpoint must beat the best dev score by this much to be kept
+    max_steps: int | None = None
+    max_examples: int | None = None  # subsample the training examples (seeded)
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    show_progress: bool = True
+    grad_clip: float = 1.0
+
+    def lr_for(self, group: str) -> float:
+        return float(self.lr[group])
+
+    def to_notes(self) -> dict[str, str | int | float]:
+        notes: dict[str, str | int | float] = {}
+        for key, value in asdict(self).items():
+            if key in {"checkpoint_dir", "resume", "show_progress"} or value is None:
+                continue
+            notes[key] = value if isinstance(value, int | float | str) else str(value)
+        return notes

@@ -1,0 +1,172 @@
+"""The training loop every phase shares: batches, accumulation, AdamW, dev early stopping, checkpoints.
+
+A phase supplies a `Task` (its loss on a batch of example indices, its dev metric and the tensors it
+trains); the loop owns order, seeds, progress, checkpoints and `--resume`, so they behave the same
+for the general module, domain modules, label-free modules and the DR baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ddr_search.errors import InputError
+from ddr_search.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+class Task(Protocol):
+    def param_groups(self) -> list[dict[str, object]]:
+        """[{"name": ..., "params": [...], "lr": ...}] (only tensors that train)."""
+        ...
+
+    def num_examples(self) -> int: ...
+
+    def loss(self, indices: list[int]) -> torch.Tensor: ...
+
+    def evaluate(self) -> float:
+        """Dev metric (higher is better), computed on the held-out slice only."""
+        ...
+
+    def trainable_state(self) -> dict[str, torch.Tensor]: ...
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    baseline_dev: float
+    best_dev: float
+    best_step: int
+    steps: int
+    seconds: float
+    seconds_per_step: float
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def notes(self) -> dict[str, str | int | float]:
+        return {
+            "dev_before": round(self.baseline_dev, 4),
+            "dev_after": round(self.best_dev, 4),
+            "best_step": self.best_step,
+            "steps": self.steps,
+            "train_seconds": round(self.seconds, 1),
+            "seconds_per_step": round(self.seconds_per_step, 3),
+        }
+
+
+def _save(path: Path, payload: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _snapshot(task: Task) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in task.trainable_state().items()}
+
+
+def train(task: Task, config: TrainConfig) -> TrainResult:
+    """Run until epochs/max_steps or early stopping; the task ends holding its best-on-dev tensors.
+
+    The dev score before any step is the first candidate, so training never returns a module worse
+    (on dev) than the one it started from; `min_delta` makes a change earn its place.
+    """
+    torch.manual_seed(config.seed)
+    groups = task.param_groups()
+    optimizer = torch.optim.AdamW(
+        [{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=config.weight_decay
+    )
+    n = task.num_examples()
+    if n == 0:
+        raise InputError("no training examples")
+    per_step = config.batch_size * config.accumulation
+    steps_per_epoch = max(1, math.ceil(n / per_step))
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    eval_every = config.eval_every or steps_per_epoch
+    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
+
+    step, bad, stopped = 0, 0, False
+    history: list[dict[str, float]] = []
+    elapsed = 0.0
+    if config.resume:
+        if checkpoint is None or not checkpoint.exists():
+            raise InputError(f"--resume: no checkpoint at {checkpoint}")
+        saved = torch.load(checkpoint, weights_only=False)
+        task.load_trainable_state(saved["trainable"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step, bad, stopped = saved["step"], saved["bad"], saved["stopped"]
+        baseline, best = saved["baseline"], saved["best"]
+        best_step, best_state = saved["best_step"], saved["best_state"]
+        history, elapsed = saved["history"], saved["elapsed"]
+        torch.set_rng_state(saved["rng"])
+    else:
+        baseline = best = task.evaluate()
+        best_step, best_state = 0, _snapshot(task)
+        history.append({"step": 0, "dev": baseline})
+
+    def save() -> None:
+        if checkpoint is not None:
+            _save(checkpoint, {
+                "trainable": task.trainable_state(), "optimizer": optimizer.state_dict(), "step": step,
+                "bad": bad, "stopped": stopped, "baseline": baseline, "best": best, "best_step": best_step,
+                "best_state": best_state, "history": history, "elapsed": elapsed, "rng": torch.get_rng_state(),
+            })
+
+    bar = tqdm(total=total, initial=step, desc="training", unit="step", disable=not config.show_progress)
+    started = time.perf_counter()
+    start_step = step
+    while step < total and not stopped:
+        epoch, within = divmod(step, steps_per_epoch)
+        order = np.random.RandomState(config.seed + epoch).permutation(n)
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for micro in range(config.accumulation):
+            first = (within * config.accumulation + micro) * config.batch_size
+            indices = order[first : first + config.batch_size].tolist()
+            if not indices:
+                break
+            loss = task.loss(indices) / config.accumulation
+            loss.backward()
+            loss_value += float(loss.detach())
+        params = [p for g in groups for p in g["params"]]
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        step += 1
+        elapsed += time.perf_counter() - t0
+        bar.update(1)
+        rate = (step - start_step) / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{loss_value:.4f}", steps_per_s=f"{rate:.2f}")
+        if step % eval_every == 0 or step == total:
+            dev = task.evaluate()
+            history.append({"step": step, "dev": dev, "loss": loss_value})
+            if dev > best + config.min_delta:
+                best, best_step, best_state, bad = dev, step, _snapshot(task), 0
+            else:
+                bad += 1
+                stopped = bad >= config.patience
+            log.info("step %d dev %.4f (best %.4f at %d)", step, dev, best, best_step)
+            bar.set_postfix(loss=f"{loss_value:.4f}", dev=f"{dev:.4f}", best=f"{best:.4f}")
+            save()
+    bar.close()
+    task.load_trainable_state(best_state)
+    done = step
+    return TrainResult(
+        baseline_dev=baseline, best_dev=best, best_step=best_step, steps=done, seconds=elapsed,
+        seconds_per_step=elapsed / max(1, done), stopped_early=stopped, history=history,
+    )

@@ -1,0 +1,28 @@
+"""InfoNCE for normalised embeddings with several positives per query (DESIGN.md 8: NFCorpus)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def multi_positive_infonce(
+    queries: torch.Tensor, candidates: torch.Tensor, positive_mask: torch.Tensor, temperature: float = 0.05
+) -> torch.Tensor:
+    """Mean over (query, positive) of -log softmax, each positive scored against the negatives only.
+
+    queries [B, d], candidates [N, d], positive_mask [B, N] (True = a known positive of that query).
+    Other positives of the same query are masked out of the denominator, so a query with 40 relevant
+    documents is not punished for scoring 39 of them high. loss_ip = softplus(lse_neg_i - s_ip).
+    Rows with no positive among the candidates contribute nothing.
+    """
+    scores = queries @ candidates.T / temperature
+    negatives = scores.masked_fill(positive_mask, float("-inf"))
+    lse_neg = torch.logsumexp(negatives, dim=-1, keepdim=True)
+    per_pair = torch.nn.functional.softplus(lse_neg - scores)
+    mask = positive_mask.to(scores.dtype)
+    counts = mask.sum(-1)
+    has_positive = counts > 0
+    per_query = (per_pair * mask).sum(-1)[has_positive] / counts[has_positive]
+    if per_query.numel() == 0:
+        return scores.sum() * 0.0
+    return per_query.mean()
