@@ -39,3 +39,4 @@ from ddr_search.cli import docs, ingest, search, status, worker  # noqa: E402,F4
 from ddr_search.cli import eval  # noqa: E402,F401
 from ddr_search.cli import export  # noqa: E402,F401
 from ddr_search.cli import reindex, setup  # noqa: E402,F401
+from ddr_search.cli import modules, train  # noqa: E402,F401
