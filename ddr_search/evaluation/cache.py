@@ -24,7 +24,7 @@ from ddr_search.types import Encoder, Vectors
 
 log = logging.getLogger(__name__)
 
-CHUNK = 512  # documents per encoder call: bounds memory and drives the progress bar
+CHUNK = 128  # documents per encoder call: bounds memory and drives the progress bar
 
 
 def corpus_digest(ids: Sequence[str], texts: Sequence[str]) -> str:
