@@ -255,11 +255,13 @@ class OpenSearchBackend:
         candidates: int = 100,
         offset: int = 0,
         metadata: Mapping[str, JSONValue] | None = None,
+        sub_scores: bool = True,
     ) -> list[Fused]:
         """BM25 + kNN fused; results `[offset, offset + k)` of the fused ranking.
 
-        Native `hybrid` query + search pipeline where the cluster has neural-search >= 2.19 (then
-        `Fused.sub_scores` is `(None, None)`: the cluster returns only fused scores); otherwise both
+        Native `hybrid` query + search pipeline where the cluster has neural-search >= 2.19 (the cluster
+        returns fused scores only; with `sub_scores` one more `_msearch` restricted to the k hits fetches
+        each hit's BM25 score and inner product, else they are None); otherwise both
         sub-queries in one `_msearch` and `ddr_search.fusion.fuse` over the BM25 and k-NN scores
         (sub-scores reported: raw BM25, raw x.y).
         Each sub-query fetches `max(candidates, offset + k)` results either way.
@@ -268,7 +270,22 @@ class OpenSearchBackend:
         depth = self._k(max(candidates, offset + k))
         clauses = queries.filter_clauses(domain, metadata)
         if self._native():
-            return self._native_hybrid(text, vector, k, depth, offset, clauses, config)
+            return self._native_hybrid(text, vector, k, depth, offset, clauses, config, sub_scores)
+        lists = self._msearch_pair(text, vector, depth, clauses)
+        # Fuse the k-NN *scores*, as the cluster's pipeline does (so native and client-side rank and score
+        # identically), then report the dense sub-score as the raw inner product. For x.y >= 0 the score
+        # is 1 + x.y, an affine map, so min_max / z_score / rrf equal fusing x.y itself (the embedded way).
+        fused = fuse(lists, config, k=offset + k)[offset:]
+        return [
+            Fused(f.id, f.score, (f.sub_scores[0], None if f.sub_scores[1] is None
+                                  else knn_score_to_inner_product(f.sub_scores[1])))
+            for f in fused
+        ]
+
+    def _msearch_pair(
+        self, text: str, vector: NDArray[np.float32], depth: int, clauses: Sequence[dict[str, Any]]
+    ) -> list[ScoredIds]:
+        """BM25 and kNN (scores as the cluster reports them) in one `_msearch` round trip."""
         body_bm25 = queries.search_body(queries.bm25_query(text, clauses), depth)
         body_knn = queries.search_body(queries.knn_query(vector, depth, clauses), depth)
         response = self._call(
@@ -282,15 +299,7 @@ class OpenSearchBackend:
                 where = f"OpenSearch msearch ({name}) on {redact_url(self.url)}"
                 raise BackendError(f"{where}: {sub.get('status')} {reason}")
             lists.append([(h["_id"], float(h["_score"])) for h in sub["hits"]["hits"]])
-        # Fuse the k-NN *scores*, as the cluster's pipeline does (so native and client-side rank and score
-        # identically), then report the dense sub-score as the raw inner product. For x.y >= 0 the score
-        # is 1 + x.y, an affine map, so min_max / z_score / rrf equal fusing x.y itself (the embedded way).
-        fused = fuse(lists, config, k=offset + k)[offset:]
-        return [
-            Fused(f.id, f.score, (f.sub_scores[0], None if f.sub_scores[1] is None
-                                  else knn_score_to_inner_product(f.sub_scores[1])))
-            for f in fused
-        ]
+        return lists
 
     def _native(self) -> bool:
         if self.hybrid_mode == "client":
@@ -320,6 +329,7 @@ class OpenSearchBackend:
         offset: int,
         clauses: list[dict[str, Any]],
         config: FusionConfig,
+        sub_scores: bool,
     ) -> list[Fused]:
         name = schema.pipeline_name(self.alias, config)
         params: dict[str, Any] = {}
@@ -330,7 +340,17 @@ class OpenSearchBackend:
             inline = schema.pipeline_body(config)
         body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline)
         hits = self._search(body, **params)
-        return [Fused(h["_id"], float(h["_score"]), (None, None)) for h in hits]
+        if not hits or not sub_scores:
+            return [Fused(h["_id"], float(h["_score"]), (None, None)) for h in hits]
+        # The cluster returns fused scores only. Each hit's own BM25 score and inner product come from one
+        # more _msearch restricted to these ids (a filter never changes a score): k documents, not `depth`.
+        ids = [h["_id"] for h in hits]
+        restricted = [*clauses, {"ids": {"values": ids}}]
+        bm25, knn = (dict(lst) for lst in self._msearch_pair(text, vector, len(ids), restricted))
+        return [
+            Fused(i, float(h["_score"]), (bm25.get(i), knn_score_to_inner_product(knn[i]) if i in knn else None))
+            for i, h in zip(ids, hits, strict=True)
+        ]
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         if not ids:

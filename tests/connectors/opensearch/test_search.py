@@ -146,6 +146,10 @@ def test_double_rejects_bodies_a_cluster_would_reject(double_target: Target) -> 
 
 # --- hybrid -----------------------------------------------------------------------------------------
 
+def last_hybrid(state: DoubleState) -> dict:
+    return [s for s in state.searches if "hybrid" in s["body"]["query"]][-1]
+
+
 CONFIGS = [FusionConfig(Technique.MIN_MAX, (0.5, 0.5)), FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
            FusionConfig(Technique.L2, (0.5, 0.5)), FusionConfig(Technique.RRF, (0.5, 0.5))]
 
@@ -162,14 +166,14 @@ def test_native_hybrid_and_client_side_fusion_rank_alike(knn_target: Target, con
     b = client_side.hybrid_search(text, query, 10, config=config, candidates=10)
     assert [f.id for f in a] == [f.id for f in b]
     assert [f.score for f in a] == pytest.approx([f.score for f in b], rel=1e-4)
-    assert all(f.sub_scores == (None, None) for f in a)  # the cluster returns fused scores only
-    assert all(len(f.sub_scores) == 2 for f in b)
-    # the client-side sub-scores are the raw BM25 and the raw inner product
+    # both report the raw BM25 score and the raw inner product (here every document is a candidate)
     bm25 = dict(client_side.bm25_search(text, 10))
     dense = dict(client_side.dense_search(query, 10))
-    for f in b:
+    for f in [*a, *b]:
         assert f.sub_scores[0] == (pytest.approx(bm25[f.id]) if f.id in bm25 else None)
         assert f.sub_scores[1] == (pytest.approx(dense[f.id], abs=1e-5) if f.id in dense else None)
+    bare = native.hybrid_search(text, query, 10, config=config, candidates=10, sub_scores=False)
+    assert [f.id for f in bare] == [f.id for f in a] and all(f.sub_scores == (None, None) for f in bare)
 
 
 def test_native_hybrid_request_shape_named_and_temporary_pipelines(double_target: Target) -> None:
@@ -177,8 +181,8 @@ def test_native_hybrid_request_shape_named_and_temporary_pipelines(double_target
     state = double_target.double
     assert state is not None
     query = HashEncoder().encode_queries(["fraud"]).vectors[0]
-    backend.hybrid_search("fraud", query, 3, domain="legal", config=FusionConfig(), candidates=20)
-    sent = state.searches[-1]
+    hits = backend.hybrid_search("fraud", query, 3, domain="legal", config=FusionConfig(), candidates=20)
+    sent = last_hybrid(state)
     alias = double_target.settings.index
     assert sent["params"] == {"search_pipeline": f"{alias}-min_max-0.5-0.5"}  # made by setup
     assert sent["body"]["size"] == 3 and "search_pipeline" not in sent["body"]
@@ -189,8 +193,12 @@ def test_native_hybrid_request_shape_named_and_temporary_pipelines(double_target
                              "filter": [{"term": {"domain": "legal"}}]}}
     assert knn["knn"]["embedding"]["k"] == 20 and knn["knn"]["embedding"]["filter"] == {"term": {"domain": "legal"}}
     # a configuration setup did not create travels as a temporary pipeline in the body
+    # the sub-scores of the 3 hits: kNN restricted to their ids, inside the same domain filter
+    knn = state.searches[-1]["body"]["query"]["knn"]["embedding"]
+    assert knn["k"] == 3 and knn["filter"] == {"bool": {"filter": [
+        {"term": {"domain": "legal"}}, {"ids": {"values": [h.id for h in hits]}}]}}
     backend.hybrid_search("fraud", query, 3, config=FusionConfig(Technique.MIN_MAX, (0.3, 0.7)))
-    sent = state.searches[-1]
+    sent = last_hybrid(state)
     assert sent["params"] == {}
     assert sent["body"]["search_pipeline"]["phase_results_processors"][0]["normalization-processor"][
         "combination"]["parameters"]["weights"] == [0.3, 0.7]
@@ -201,7 +209,7 @@ def test_auto_mode_picks_native_where_neural_search_is_listed(double_target: Tar
     assert backend.features.native_hybrid
     query = HashEncoder().encode_queries(["fraud"]).vectors[0]
     backend.hybrid_search("fraud", query, 3)
-    assert "hybrid" in double_target.double.searches[-1]["body"]["query"]
+    assert last_hybrid(double_target.double)["params"]["search_pipeline"]
     without = DoubleState(plugins=("opensearch-knn",))  # a cluster with k-NN but no neural-search
     plain = double_target.backend(16)
     plain.client = build_client(double_target.settings, connection_class=KnnDoubleConnection, double=without)
