@@ -125,6 +125,8 @@ def pipeline_name(alias: str, config: FusionConfig) -> str:
     """A stable name per fusion configuration, e.g. `ddr-documents-min_max-0.3-0.7` / `...-rrf-60`."""
     if config.technique is Technique.RRF:
         detail = f"rrf-{config.rank_constant}"
+        if len(set(config.weights)) > 1:  # weighted RRF is another pipeline (pipeline_body adds the weights)
+            detail += "-" + "-".join(f"{w:g}" for w in config.weights)
     else:
         detail = f"{config.technique.value}-" + "-".join(f"{w:g}" for w in config.weights)
     return f"{alias}-{detail}"

@@ -106,3 +106,8 @@ def test_pipeline_bodies_follow_the_documented_shapes() -> None:
     assert rrf["phase_results_processors"] == [{"score-ranker-processor": {"combination": {
         "technique": "rrf", "rank_constant": 20, "parameters": {"weights": [0.3, 0.7]}}}}]
     assert schema.index_name("ddr-documents", "MiniLM/General@3") == "ddr-documents-vminilm-general-3"
+    names = {schema.pipeline_name("a", c) for c in (FusionConfig(Technique.RRF, (0.5, 0.5)),
+                                                     FusionConfig(Technique.RRF, (0.3, 0.7)),
+                                                     FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
+                                                     FusionConfig(Technique.L2, (0.3, 0.7)))}
+    assert names == {"a-rrf-60", "a-rrf-60-0.3-0.7", "a-min_max-0.3-0.7", "a-l2-0.3-0.7"}  # one per config
