@@ -1,8 +1,9 @@
 """Passage embeddings cached on disk, so repeated evaluations (and training loops) encode a corpus once.
 
 Encoding is the slow part (~25-35 documents/s on 2 cores). A cache entry is keyed by what the vectors
-depend on: the passage encoder's version (backbone + general module), the corpus content (a digest
-of every id, title and text, so a changed file or a slice never reuses stale vectors), the corpus
+depend on: the passage encoder's version (backbone + general module), the passage texts in order
+(a digest, so a changed file or a slice never reuses stale vectors; ids are left out because they do
+not change a vector, so training code that numbers passages itself shares the entry), the corpus
 size and the passage max length. Entries are written atomically (temp file + rename).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddr_search.errors import InputError
 from ddr_search.types import Encoder, Vectors
 
 log = logging.getLogger(__name__)
@@ -27,12 +29,10 @@ log = logging.getLogger(__name__)
 CHUNK = 128  # documents per encoder call: bounds memory and drives the progress bar
 
 
-def corpus_digest(ids: Sequence[str], texts: Sequence[str]) -> str:
-    """Content fingerprint of an (id, passage text) corpus."""
+def corpus_digest(texts: Sequence[str]) -> str:
+    """Content fingerprint of the passage texts, in order (row i of the vectors is text i)."""
     h = hashlib.sha256()
-    for doc_id, text in zip(ids, texts, strict=True):
-        h.update(doc_id.encode())
-        h.update(b"\0")
+    for text in texts:
         h.update(text.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -77,10 +77,12 @@ def encode_corpus(
 
     `cache_dir` None disables caching. `source` (e.g. the dataset path) is recorded for humans only.
     """
+    if len(ids) != len(texts):
+        raise InputError(f"{len(ids)} ids for {len(texts)} passage texts")
     max_length = getattr(encoder, "max_passage_length", None)
     path = None
     if cache_dir is not None:
-        key = cache_key(encoder.version, corpus_digest(ids, texts), len(ids), max_length)
+        key = cache_key(encoder.version, corpus_digest(texts), len(texts), max_length)
         path = Path(cache_dir) / f"passages-{key}.npy"
         if path.exists():
             try:
