@@ -194,3 +194,35 @@ def test_sigkill_during_a_real_ingest_then_rerun(demo_home, tmp_path):
     assert done.returncode == 0, done.stderr
     stats = json.loads(run(home, "stats", "--json").stdout)
     assert stats["documents"] == 170
+
+
+# -- the reader under the command -----------------------------------------------------------------
+
+
+def test_reader_accepts_beir_ids_a_bom_blank_lines_and_record_domains(tmp_path):
+    from ddr_search.data.documents import check_file, read_documents
+
+    path = tmp_path / "beir.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + lines(
+            json.dumps({"_id": "a", "title": "T", "text": "x"}),
+            "",
+            json.dumps({"id": 7, "text": "y", "domain": "case-law", "metadata": {"k": [1, 2]}}),
+        )
+    )
+    check = check_file(path)
+    assert check.documents == 2 and check.skipped == []
+    docs = list(read_documents(path))
+    assert [(d.id, d.domain) for d in docs] == [("a", None), ("7", "case-law")]
+    assert docs[1].metadata == {"k": [1, 2]}
+    assert [d.domain for d in read_documents(path, domain="legal")] == ["legal", "legal"]
+
+
+def test_reader_streams_lazily(tmp_path):
+    from ddr_search.data.documents import read_documents
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(lines(*(json.dumps({"id": str(i), "text": "t"}) for i in range(1000))) + b"{not json\n")
+    stream = read_documents(path)
+    assert next(stream).id == "0"  # the bad last line is not read until the stream gets there
