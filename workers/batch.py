@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ddr_search.errors import BackendError, InputError
-from ddr_search.indexing import embed_and_index
 from ddr_search.types import Backend, Document, Encoder, QueryEncoding, RoutingMode, Vectors
 from workers.payload import from_payload, payload_key
 
@@ -71,6 +70,8 @@ def index_batch(items: Sequence[object], encoder: Encoder, backend: Backend, *, 
 
     Raises only TRANSIENT_ERRORS (for the caller to retry the whole batch, which is idempotent).
     """
+    from ddr_search.indexing import embed_and_index  # loads torch: producers importing this module do not
+
     outcome = BatchOutcome()
     documents: list[Document] = []
     for position, item in enumerate(items):

@@ -5,13 +5,18 @@ Every test has its own DDR_HOME (the embedded backend) and its own queue.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.workers.conftest import (
-    AMQP_URL,
+    DDR_SEARCH,
     REDIS_URL,
     WorkerProcess,
     delete_queue,
@@ -35,10 +40,11 @@ def open_backend(home: Path):
     return factory.build_backend(Settings(home=home))
 
 
-def assert_exactly_once(home: Path, ids: list[str]) -> None:
+def assert_exactly_once(home: Path, ids: list[str], domain: str | None = None) -> None:
+    """Every id stored once: the count (of this test's own domain in a shared store) equals the ids."""
     backend = open_backend(home)
     try:
-        assert backend.count() == len(ids)
+        assert backend.count(domain) == len(ids)
         found = backend.get(ids)
         assert sorted(found) == sorted(ids)
         for doc_id in ids[:: max(1, len(ids) // 20)]:  # searchable: its unique token finds it, once
@@ -48,28 +54,87 @@ def assert_exactly_once(home: Path, ids: list[str]) -> None:
         backend.close()
 
 
-def test_2000_documents_through_two_worker_processes_are_each_searchable_once(
-    tmp_path, monkeypatch, redis_url, queue_name
-):
-    from ddr_search.cli.worker import build_jobs, enqueue_file
-    from ddr_search.settings import Settings
+@dataclass
+class SharedWorker:
+    home: Path
+    env: dict[str, str]
+    queue: str
+    worker: WorkerProcess
 
-    env = worker_env(tmp_path / "home", redis_url, queue_name)
-    use_env(monkeypatch, env)
-    ids = write_corpus(tmp_path / "corpus.jsonl", 2000)
-    worker = WorkerProcess(env, tmp_path / "worker.log", concurrency=2)
+    def settings(self):
+        from ddr_search.settings import Settings, WorkerSettings
+
+        return Settings(
+            home=self.home, broker_url=REDIS_URL, workers=WorkerSettings(queue=self.queue, jobs_url=REDIS_URL)
+        )
+
+    def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(DDR_SEARCH), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture(scope="module")
+def shared_worker(tmp_path_factory, redis_url) -> Iterator[SharedWorker]:
+    """One `ddr-search worker --concurrency 2` (two writer processes) for the tests that do not kill it."""
+    root = tmp_path_factory.mktemp("shared-worker")
+    queue = f"ddr-test-shared-{uuid.uuid4().hex[:8]}"
+    env = worker_env(root / "home", redis_url, queue)
+    worker = WorkerProcess(env, root / "worker.log", concurrency=2)
     try:
         worker.wait_ready()
-        job_id, status, skipped = enqueue_file(
-            Settings(), tmp_path / "corpus.jsonl", domain=None, skip_invalid=False, batch_size=100, wait=True
-        )
-        assert status is not None and status.state.value == "done"
-        assert (status.indexed, status.failures, status.batches_done, skipped) == (2000, {}, 20, [])
-        assert build_jobs(Settings()).status(job_id).indexed == 2000
+        yield SharedWorker(root / "home", env, queue, worker)
     finally:
         worker.stop()
-        delete_queue(redis_url, queue_name)
-    assert_exactly_once(tmp_path / "home", ids)
+        delete_queue(redis_url, queue)
+
+
+def test_2000_documents_through_ddr_search_ingest_are_each_searchable_once(tmp_path, shared_worker):
+    ids = write_corpus(tmp_path / "corpus.jsonl", 2000)
+    done = shared_worker.cli("ingest", str(tmp_path / "corpus.jsonl"), "--batch-size", "100", "--domain", "d2000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "indexed 2000 of 2000 documents" in done.stdout and "failed 0" in done.stdout
+    assert "2000/2000" in done.stderr  # the progress bar ran to the end
+    assert_exactly_once(shared_worker.home, ids, domain="d2000")
+
+
+def test_no_wait_returns_a_job_id_that_status_follows(tmp_path, shared_worker):
+    ids = write_corpus(tmp_path / "corpus.jsonl", 50, prefix="w")
+    started = time.monotonic()
+    queued = shared_worker.cli(
+        "ingest", str(tmp_path / "corpus.jsonl"), "--no-wait", "--batch-size", "10", "--domain", "nowait"
+    )
+    assert queued.returncode == 0, queued.stderr[-3000:]
+    job_id = queued.stdout.strip()
+    assert len(job_id) == 32 and time.monotonic() - started < 60
+    followed = shared_worker.cli("status", job_id, "--wait")
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    assert f"job {job_id}: done" in followed.stdout and "indexed 50, failed 0" in followed.stdout
+    as_json = json.loads(shared_worker.cli("status", job_id, "--json").stdout)
+    assert (as_json["state"], as_json["indexed"], as_json["batches_done"]) == ("done", 50, 5)
+    assert_exactly_once(shared_worker.home, ids, domain="nowait")
+    unknown = shared_worker.cli("status", "no-such-job")
+    assert unknown.returncode == 1 and "no job 'no-such-job'" in unknown.stderr
+
+
+def test_invalid_document_is_reported_and_the_rest_of_its_batch_indexed(shared_worker):
+    from ddr_search.cli.worker import build_app, build_jobs
+    from ddr_search.types import Document
+    from workers.ingest import submit, wait
+
+    documents = [Document(id=f"ok{i}", text=f"tokok{i} a fine document", domain="invalid") for i in range(9)]
+    documents.insert(
+        4, Document(id="blank", text="   ", domain="invalid")
+    )  # no reader passes it; other producers exist
+    settings = shared_worker.settings()
+    jobs = build_jobs(settings)
+    job_id = submit(build_app(settings), jobs, lambda: documents, batch_size=64)
+    status = wait(jobs, job_id, progress=False, timeout_s=120)
+    assert (status.state.value, status.indexed, status.batches_done) == ("done", 9, 1)
+    assert list(status.failures) == ["blank"]
+    assert "field 'text': is empty" in status.failures["blank"]
+    report = shared_worker.cli("status", job_id)
+    assert report.returncode == 0, report.stderr
+    assert "indexed 9, failed 1" in report.stdout and "blank: invalid document" in report.stdout
+    assert_exactly_once(shared_worker.home, [d.id for d in documents if d.id != "blank"], domain="invalid")
 
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
@@ -84,14 +149,14 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
     # Redis redelivers a dead worker's batch after the visibility timeout: short here, 600 s by default.
     env = worker_env(tmp_path / "home", url, queue_name, DDR_WORKERS__VISIBILITY_TIMEOUT_S="8")
     use_env(monkeypatch, env)
-    ids = write_corpus(tmp_path / "corpus.jsonl", 1000)
+    ids = write_corpus(tmp_path / "corpus.jsonl", 600)
     settings = Settings()
     jobs = build_jobs(settings)
     first = WorkerProcess(env, tmp_path / "worker1.log")
     second = None
     try:
         first.wait_ready()
-        job_id = submit(build_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=40)
+        job_id = submit(build_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=30)
 
         def progress_reaches(batches: int, timeout_s: float = 120) -> None:
             deadline = time.monotonic() + timeout_s
@@ -110,7 +175,7 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
         assert not jobs.status(job_id).finished
         second = WorkerProcess(env, tmp_path / "worker2.log")
         status = wait(jobs, job_id, progress=False, timeout_s=240)
-        assert (status.state.value, status.indexed, status.failures) == ("done", 1000, {})
+        assert (status.state.value, status.indexed, status.failures) == ("done", 600, {})
         assert "WorkerLostError" in (tmp_path / "worker1.log").read_text()
     finally:
         first.stop()
@@ -118,40 +183,3 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
             second.stop()
         delete_queue(url, queue_name)
     assert_exactly_once(tmp_path / "home", ids)
-
-
-def test_invalid_document_is_reported_and_the_rest_of_its_batch_indexed(tmp_path, monkeypatch, redis_url, queue_name):
-    import subprocess
-
-    from ddr_search.cli.worker import build_app, build_jobs
-    from ddr_search.settings import Settings
-    from ddr_search.types import Document
-    from tests.workers.conftest import DDR_SEARCH
-    from workers.ingest import submit, wait
-
-    env = worker_env(tmp_path / "home", redis_url, queue_name)
-    use_env(monkeypatch, env)
-    documents = [Document(id=f"ok{i}", text=f"tokok{i} a fine document") for i in range(9)]
-    documents.insert(4, Document(id="blank", text="   "))  # passes no reader, but producers other than ours exist
-    settings = Settings()
-    jobs = build_jobs(settings)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        worker.wait_ready()
-        job_id = submit(build_app(settings), jobs, lambda: documents, batch_size=64)
-        status = wait(jobs, job_id, progress=False, timeout_s=120)
-        report = subprocess.run(
-            [str(DDR_SEARCH), "status", job_id], env=env, capture_output=True, text=True, timeout=60
-        )
-    finally:
-        worker.stop()
-        delete_queue(redis_url, queue_name)
-    assert (status.state.value, status.indexed, status.batches_done) == ("done", 9, 1)
-    assert list(status.failures) == ["blank"]
-    assert "field 'text': is empty" in status.failures["blank"]
-    assert report.returncode == 0, report.stderr
-    assert "indexed 9, failed 1" in report.stdout and "blank: invalid document" in report.stdout
-    assert_exactly_once(tmp_path / "home", [d.id for d in documents if d.id != "blank"])
-
-
-_ = (AMQP_URL, REDIS_URL)
