@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,19 +96,21 @@ def _trace(
     shapes: dict[str, dict[int, object]] = {INPUT_IDS: {0: batch, 1: seq}, ATTENTION_MASK: {0: batch, 1: seq}}
     if MODULE_WEIGHTS in input_names:
         shapes[MODULE_WEIGHTS] = {0: batch}
-    program = torch.onnx.export(
-        module,
-        args,
-        input_names=input_names,
-        output_names=output_names,
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes=shapes,
-        # The exporter's own optimiser folds the prefix gates into other constants, and per-domain
-        # baking needs the prefix initializers intact; onnxruntime optimises the graph at load anyway.
-        optimize=False,
-        verbose=False,
-    )
+    with warnings.catch_warnings():  # the exporter's chatter (axis renames, missing torchvision ops)
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            args,
+            input_names=input_names,
+            output_names=output_names,
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=shapes,
+            # The exporter's own optimiser folds the prefix gates into other constants, and per-domain
+            # baking needs the prefix initializers intact; onnxruntime optimises the graph at load anyway.
+            optimize=False,
+            verbose=False,
+        )
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportError("torch.onnx.export returned no program")
     path.parent.mkdir(parents=True, exist_ok=True)

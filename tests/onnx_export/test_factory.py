@@ -1,0 +1,50 @@
+"""build_encoder picks the ONNX export when it matches the store, torch otherwise."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ddr_search.errors import ExportError
+from ddr_search.settings import Settings
+
+
+def test_build_encoder_uses_a_matching_export(export_dir, store, tmp_path):
+    from ddr_search.factory import build_encoder
+    from onnx_export.runtime import OrtEncoder
+
+    encoder = build_encoder(Settings(home=tmp_path, modules=store, onnx_dir=export_dir))
+    assert isinstance(encoder, OrtEncoder)
+    assert encoder.precision == "int8"  # int8 was exported, so it serves
+
+
+def test_explicit_stale_export_is_refused_and_default_one_falls_back_to_torch(export_dir, store, tmp_path, caplog):
+    import torch
+
+    from ddr_search.factory import build_encoder
+    from ddr_search.model.backbone import load_backbone
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.model.store import load_store, save_store
+
+    changed = tmp_path / "store"
+    shutil.copytree(store, changed)
+    model = load_store(changed, load_backbone())
+    with torch.no_grad():
+        model.domain_modules["bio"].gates.add_(0.1)
+    save_store(model, changed)
+
+    with pytest.raises(ExportError, match="was made for module store version"):
+        build_encoder(Settings(home=tmp_path, modules=changed, onnx_dir=export_dir))
+
+    shutil.copytree(export_dir, tmp_path / "home" / "onnx")
+    encoder = build_encoder(Settings(home=tmp_path / "home", modules=changed))
+    assert isinstance(encoder, TorchEncoder)
+    assert "using the torch encoder meanwhile" in caplog.text
+
+
+def test_explicit_missing_export_is_an_error(tmp_path):
+    from ddr_search.factory import build_encoder
+
+    with pytest.raises(ExportError, match="holds no ONNX export"):
+        build_encoder(Settings(home=tmp_path, onnx_dir=tmp_path / "nothing"))
