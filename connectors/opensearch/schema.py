@@ -15,11 +15,25 @@ from ddr_search.settings import OpenSearchSettings
 # Lucene BM25 with the parameters the embedded backend (bm25s) uses, so both rank alike (DESIGN.md 7).
 BM25_K1 = 1.5
 BM25_B = 0.75
-ANALYZER = "ddr_english"  # standard tokenizer, lowercase, English stop words, Snowball English stemmer
+# The embedded backend's BM25 tokens (ddr_search.retrieval.bm25.tokenize), rebuilt as an analyzer: the same
+# 2+-character word pattern, lowercase, the same English stop-word list, then Snowball English (Porter2 in
+# both Lucene and PyStemmer). Same tokens on both backends, so BM25 statistics can agree.
+ANALYZER = "ddr_english"
+JAVA_TOKEN_PATTERN = r"(?U)\b\w\w+\b"
 VECTOR_FIELD = "embedding"
 PASSAGE_FIELD = "passage"  # title + text (copy_to), the one field BM25 matches, as bm25s indexes title + text
 TEMPLATE_PRIORITY = 200
 _VERSION_SLUG = re.compile(r"[^a-z0-9_]+")
+
+
+def english_stopwords() -> list[str]:
+    """bm25s's English stop words (what the embedded backend removes), sorted for a stable template."""
+    import logging
+
+    from bm25s.stopwords import STOPWORDS_EN
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
+    return sorted(set(STOPWORDS_EN))
 
 
 def version_slug(encoder_version: str) -> str:
@@ -47,14 +61,18 @@ def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
             "similarity": {"default": {"type": "BM25", "k1": BM25_K1, "b": BM25_B}},
         },
         "analysis": {
+            "tokenizer": {
+                # bm25s / scikit-learn word tokens: 2+ word characters, Unicode-aware (Java's (?U) flag)
+                "ddr_words": {"type": "pattern", "pattern": JAVA_TOKEN_PATTERN, "group": 0},
+            },
             "filter": {
-                "ddr_english_stop": {"type": "stop", "stopwords": "_english_"},
+                "ddr_english_stop": {"type": "stop", "stopwords": english_stopwords()},
                 "ddr_english_stemmer": {"type": "snowball", "language": "English"},
             },
             "analyzer": {
                 ANALYZER: {
                     "type": "custom",
-                    "tokenizer": "standard",
+                    "tokenizer": "ddr_words",
                     "filter": ["lowercase", "ddr_english_stop", "ddr_english_stemmer"],
                 }
             },

@@ -111,3 +111,19 @@ def test_pipeline_bodies_follow_the_documented_shapes() -> None:
                                                      FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
                                                      FusionConfig(Technique.L2, (0.3, 0.7)))}
     assert names == {"a-rrf-60", "a-rrf-60-0.3-0.7", "a-min_max-0.3-0.7", "a-l2-0.3-0.7"}  # one per config
+
+
+def test_analyzer_gives_the_embedded_backend_tokens(target: Target) -> None:
+    """Same BM25 tokens on both backends (pattern tokenizer, bm25s stop words, Snowball English)."""
+    from ddr_search.retrieval.bm25 import tokenize
+
+    run_setup(target)
+    texts = ["A 5-year RCT: T-cells (CD4+) weren't affected; 2.5mg/kg of Vitamin-D3 in the mice's lungs",
+             "The statute of limitations for fraud claims generally begins when the fraud is discovered."]
+    if target.name == "cluster":  # Java's (?U) is Unicode-aware; osmem's Go regex reads (?U) as "ungreedy"
+        texts.append("élan naïve Zürich")
+    client = target.client()
+    for text in texts:
+        tokens = client.indices.analyze(index=target.settings.index,
+                                        body={"analyzer": schema.ANALYZER, "text": text})["tokens"]
+        assert [t["token"] for t in tokens] == tokenize(text)[0]
