@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ DOMAINS = "domains.npy"
 INFO = "snapshot.json"
 BM25_DIR = "bm25"
 NO_DOMAIN = -1
+HALF_PRECISION_FROM = 20_000  # rows; below this one float32 matvec is already fast
+RESCORE_MARGIN = 64  # extra float16 candidates rescored exactly, beyond k (at least k more)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Snapshot:
     domain_names: list[str]
     bm25: BM25Index
     _masks: dict[str, np.ndarray] = field(default_factory=dict)
+    _half: object | None = None  # a float16 torch copy of `vectors`, made on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,20 +63,45 @@ class Snapshot:
         return self._masks[domain]
 
     def dense_search(self, vector: np.ndarray, k: int, domain: str | None) -> ScoredIds:
-        """Exact inner product over every row (or the domain's rows), best first."""
+        """Exact inner product over every row (or the domain's rows), best first.
+
+        Large matrices are first scored in float16 by torch (half the memory traffic of a float32
+        matvec, which is bandwidth bound), then the best `k + margin` rows are rescored exactly in
+        float32: returned scores are exact, and the order is exact unless float16 error exceeds the
+        margin's score gap. Used only when torch is already loaded (a torch query encoder is), so a
+        process without it never pays torch's import; otherwise one exact float32 matvec.
+        """
         if len(self) == 0 or k <= 0:
             return []
-        scores = self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
         mask = self.mask(domain)
+        k = min(k, len(self) if mask is None else int(mask.sum()))
+        if k == 0:
+            return []
+        half = self._half_vectors()
+        if half is None:
+            scores = self.vectors @ query
+            rows = _top_rows(scores if mask is None else np.where(mask, scores, -np.inf), k)
+            return [(str(self.ids[i]), float(scores[i])) for i in rows]
+        import torch
+
+        coarse = (half @ torch.from_numpy(query).to(torch.float16)).float().numpy()
         if mask is not None:
-            scores = np.where(mask, scores, -np.inf)
-            k = min(k, int(mask.sum()))
-            if k == 0:
-                return []
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(str(self.ids[i]), float(scores[i])) for i in top]
+            coarse = np.where(mask, coarse, -np.inf)
+        candidates = _top_rows(coarse, min(k + max(k, RESCORE_MARGIN), len(self)))
+        candidates = candidates[np.isfinite(coarse[candidates])]
+        exact = np.asarray(self.vectors[np.sort(candidates)]) @ query
+        candidates = np.sort(candidates)
+        order = np.lexsort((candidates, -exact))[:k]
+        return [(str(self.ids[candidates[i]]), float(exact[i])) for i in order]
+
+    def _half_vectors(self):  # type: ignore[no-untyped-def]  # torch.Tensor | None; torch is optional here
+        torch = sys.modules.get("torch")
+        if torch is None or len(self) < HALF_PRECISION_FROM:
+            return None
+        if self._half is None:
+            self._half = torch.from_numpy(np.asarray(self.vectors, dtype=np.float16))
+        return self._half
 
     def bm25_search(self, text: str, k: int, domain: str | None) -> ScoredIds:
         if k <= 0:
@@ -81,6 +110,12 @@ class Snapshot:
         if mask is not None and not mask.any():
             return []
         return self.bm25.search(text, k, mask=mask)
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (ties by row order)."""
+    rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return rows[np.lexsort((rows, -scores[rows]))]
 
 
 def cache_root(directory: Path) -> Path:
@@ -128,7 +163,11 @@ def _write(rows, target: Path) -> None:  # type: ignore[no-untyped-def]
     np.save(staging / IDS, np.array(rows.ids, dtype=str))
     np.save(staging / DOMAINS, codes)
     _quiet_bm25s()
-    BM25Index.build(rows.ids, rows.texts).save(staging / BM25_DIR)
+    try:
+        bm25 = BM25Index.build(rows.ids, rows.texts)
+    except ValueError:  # bm25s cannot index a corpus without a single token (every text like "a"): no matches
+        bm25 = BM25Index.build([], [])
+    bm25.save(staging / BM25_DIR)
     info = {"generation": rows.generation, "count": len(rows.ids), "dimension": rows.dimension, "domains": names}
     (staging / INFO).write_text(json.dumps(info))  # written last: its presence marks a complete snapshot
     os.replace(staging, target)

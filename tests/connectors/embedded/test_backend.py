@@ -146,3 +146,32 @@ def test_a_forked_child_opens_its_own_connection(backend):
 
 def _child_upsert(backend: EmbeddedBackend) -> None:
     backend.upsert([make(i) for i in range(1, 6)])
+
+
+def test_float16_scoring_with_exact_rescoring_matches_exact_search(backend, monkeypatch):
+    """Large stores score in float16 (when torch is loaded) and rescore: same ids, exact scores."""
+    import torch  # noqa: F401  (the fast path is used only where torch is already loaded)
+
+    from connectors.embedded import snapshot
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    backend.upsert(
+        [
+            IndexedDocument(Document(id=f"d{i}", text="t", domain="odd" if i % 2 else None), v, "v1")
+            for i, v in enumerate(vectors)
+        ]
+    )
+    for query in rng.standard_normal((5, 64)).astype(np.float32):
+        for domain in (None, "odd"):
+            monkeypatch.setattr(snapshot, "HALF_PRECISION_FROM", 10**9)
+            exact = backend.dense_search(query, 100, domain=domain)
+            monkeypatch.setattr(snapshot, "HALF_PRECISION_FROM", 0)
+            fast = backend.dense_search(query, 100, domain=domain)
+            assert backend.snapshot()._half is not None
+            assert [i for i, _ in fast] == [i for i, _ in exact]
+            assert [s for _, s in fast] == pytest.approx([s for _, s in exact], abs=1e-6)
+            if domain:
+                assert all(int(i[1:]) % 2 for i, _ in fast)
+    assert backend.bm25_search("t", 5) == []  # no text here has an indexable token: no BM25 matches
