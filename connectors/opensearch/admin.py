@@ -190,7 +190,8 @@ def reindex(
     expected = backend.count()
     writer = OpenSearchBackend(client, alias=target, url=backend.url, dimension=encoder.dimension,
                                refresh=False, chunk_size=backend.chunk_size, max_retries=backend.max_retries,
-                               initial_backoff_s=backend.initial_backoff_s, max_backoff_s=backend.max_backoff_s)
+                               initial_backoff_s=backend.initial_backoff_s, max_backoff_s=backend.max_backoff_s,
+                               require_alias=False)
     written = 0
     try:
         for batch in backend.scan(batch_size=batch_size):

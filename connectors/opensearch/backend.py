@@ -73,6 +73,7 @@ class OpenSearchBackend:
         max_retries: int = 5,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        require_alias: bool = True,
     ) -> None:
         if hybrid not in HYBRID_MODES:
             raise ConfigError(f"opensearch hybrid mode must be one of {HYBRID_MODES}, got {hybrid!r}")
@@ -88,6 +89,7 @@ class OpenSearchBackend:
         self.max_backoff_s = max_backoff_s
         self._features: ClusterFeatures | None = None
         self._pipelines: dict[str, bool] = {}
+        self._alias_ready = not require_alias  # False: `alias` may name a concrete index (reindex's writer)
 
     @classmethod
     def from_settings(
@@ -137,6 +139,13 @@ class OpenSearchBackend:
     def upsert(self, documents: Sequence[IndexedDocument], *, index: str | None = None) -> None:
         """Index every document (create or replace by id). Raises BackendError naming each failed id."""
         target = index or self.alias
+        if index is None and not self._alias_ready:
+            # a write to a missing alias would auto-create a concrete index with a float-array "embedding"
+            if not self.indices():
+                raise BackendError(
+                    f"alias {self.alias} does not exist on {redact_url(self.url)}: run `ddr-search setup` first"
+                )
+            self._alias_ready = True
         failures: list[tuple[str, str]] = []
         for start in range(0, len(documents), self.chunk_size):
             chunk = documents[start : start + self.chunk_size]

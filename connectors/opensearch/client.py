@@ -131,7 +131,10 @@ def describe_error(e: Exception) -> str:
         err = info.get("error") if isinstance(info, dict) else None
         if isinstance(err, dict):
             root = (err.get("root_cause") or [err])[0]
-            return f"{status} {root.get('type', e.error)}: {root.get('reason', '')}".strip()
+            text = f"{status} {root.get('type', e.error)}: {root.get('reason', '')}".strip()
+            if root.get("type") == "index_not_found_exception":
+                text += " (run `ddr-search setup` first?)"
+            return text
         return f"{status} {e.error}"
     return type(e).__name__
 

@@ -123,3 +123,12 @@ def test_is_a_backend_built_by_the_factory_and_describes_itself(target: Target) 
     assert info["encoder_versions"] == {"hash-a": len(CORPUS)}
     assert "@" not in str(info["url"])
     backend.close()
+
+
+def test_writes_and_searches_before_setup_say_what_to_do(target: Target) -> None:
+    backend = target.backend(16)
+    with pytest.raises(BackendError, match=r"alias ddr-test-\w+ does not exist .*run `ddr-search setup` first"):
+        backend.upsert(indexed(HashEncoder()))
+    assert not target.client().indices.exists(index=target.settings.index)  # nothing auto-created
+    with pytest.raises(BackendError, match=r"404 index_not_found_exception.*run `ddr-search setup` first"):
+        backend.bm25_search("fraud", 3)

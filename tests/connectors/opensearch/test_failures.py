@@ -15,12 +15,14 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
 from connectors.opensearch import OpenSearchBackend, admin
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.settings import OpenSearchSettings, Settings
+from ddr_search.types import Document, IndexedDocument
 from tests.connectors.opensearch.conftest import HashEncoder
 
 PASSWORD = "s3cr3t-Pa55w0rd"
@@ -182,3 +184,23 @@ def test_tls_settings_reach_the_connection(tmp_path) -> None:
     assert kwargs["verify_certs"] is True and kwargs["ca_certs"] == str(ca)
     assert kwargs["http_auth"] == ("u", PASSWORD) and kwargs["max_retries"] == 0
     assert client_kwargs(OpenSearchSettings(url="http://h:9200"))["verify_certs"] is True  # on by default
+
+
+def test_bulk_against_a_dead_cluster_fails_at_once_without_retries() -> None:
+    backend = backend_for(OpenSearchSettings(url=f"http://127.0.0.1:{free_port()}", timeout_s=1))
+    backend._alias_ready = True  # past the alias check: the bulk request itself meets the dead cluster
+    start = time.monotonic()
+    with pytest.raises(BackendError, match=r"bulk index into ddr-documents .*connection failed"):
+        backend.upsert([IndexedDocument(Document("a", "t"), np.zeros(16, np.float32), "v")])
+    assert time.monotonic() - start < 1.0
+
+
+@pytest.mark.parametrize("stub", ["slow"], indirect=True)
+def test_bulk_against_a_slow_cluster_times_out_once(stub: StubCluster) -> None:
+    backend = backend_for(OpenSearchSettings(url=stub.url, timeout_s=1))
+    backend._alias_ready = True
+    start = time.monotonic()
+    with pytest.raises(BackendError, match="timed out"):
+        backend.upsert([IndexedDocument(Document("a", "t"), np.zeros(16, np.float32), "v")])
+    assert time.monotonic() - start < 2.0
+    assert len(stub.headers) == 1  # a timeout is not retried: the batch may or may not have landed
