@@ -76,3 +76,32 @@ def test_bm25_ranks_match_bm25s(target: Target, tmp_path) -> None:
             assert [i for i, _ in ours] == [i for i, _ in theirs], text
     finally:
         embedded.close()
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "bm25", "dense"])
+def test_the_query_path_ranks_alike_on_both_backends(knn_target: Target, tmp_path, mode: str) -> None:
+    """DDRSearch (ingest + the shared query path) over OpenSearch and over the embedded store.
+
+    Hybrid fuses with RRF here: it depends on the two backends' BM25 *orders* only, which agree; osmem's
+    BM25 *scores* are not Lucene's (see above), so min_max over them could reorder close documents.
+    """
+    from ddr_search.client import DDRSearch
+    from ddr_search.settings import SearchSettings, Settings
+
+    encoder = HashEncoder()
+    opensearch = knn_target.backend(16)
+    admin.setup(opensearch, knn_target.settings, dimension=16, encoder_version=encoder.version)
+    settings = Settings(home=tmp_path / "home", search=SearchSettings(normalization="rrf"))
+    with DDRSearch(settings, encoder=encoder, backend=opensearch) as over_os, \
+            DDRSearch(settings, encoder=encoder, backend=EmbeddedBackend(tmp_path / "embedded", 16)) as local:
+        for client in (over_os, local):
+            client.ingest(CORPUS)
+        assert over_os.stats()["domains"] == local.stats()["domains"] == {"legal": 4, "medical": 4}
+        for text in QUERIES:
+            for domain in (None, "medical"):
+                a = over_os.search(text, domain=domain, k=10, mode=mode)
+                b = local.search(text, domain=domain, k=10, mode=mode)
+                assert [h.id for h in a] == [h.id for h in b], (text, domain)
+                assert [h.dense_score for h in a] == pytest.approx([h.dense_score for h in b], abs=1e-5)
+                assert [(h.title, h.text, h.domain, dict(h.metadata)) for h in a] == [
+                    (h.title, h.text, h.domain, dict(h.metadata)) for h in b]
