@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
 from connectors.opensearch.client import wrapped
+from ddr_search.errors import BackendError
 
 KNN_PLUGIN = "opensearch-knn"
 NEURAL_PLUGIN = "opensearch-neural-search"
@@ -43,21 +46,28 @@ def _parse_version(number: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def detect(client: OpenSearch, url: str | None) -> ClusterFeatures:
-    """Version and plugins; raises BackendError when the cluster cannot be reached or refuses us."""
-    with wrapped("GET /", url):
-        info = client.info()
-    version = info.get("version", {})
-    plugins: frozenset[str] | None
+def _tolerant(call: Callable[[], Any], action: str, url: str | None) -> Any:
+    """The call's result, or None when the cluster answers 400 / 403 / 404 (anything else raises)."""
     try:
-        with wrapped("GET _cat/plugins", url):
-            rows = client.cat.plugins(format="json")
-        plugins = frozenset(str(r.get("component", "")) for r in rows if isinstance(r, dict))
-    except Exception as e:  # only a refusal to list plugins is tolerated; anything else propagates
+        with wrapped(action, url):
+            return call()
+    except BackendError as e:
         cause = e.__cause__
-        if not isinstance(cause, os_errors.TransportError) or cause.status_code not in (400, 403, 404):
-            raise
-        plugins = None
+        if isinstance(cause, os_errors.TransportError) and cause.status_code in (400, 403, 404):
+            return None
+        raise
+
+
+def detect(client: OpenSearch, url: str | None) -> ClusterFeatures:
+    """Version and plugins; raises BackendError when the cluster cannot be reached or rejects the credentials.
+
+    A cluster that will not say (OpenSearch Serverless has no `GET /` or `_cat/plugins`; a user may lack
+    the monitor permission) is taken as unknown: no native hybrid, the client-side fusion works anywhere.
+    """
+    info = _tolerant(lambda: client.info(), "GET /", url) or {}
+    version = info.get("version", {})
+    rows = _tolerant(lambda: client.cat.plugins(format="json"), "GET _cat/plugins", url)
+    plugins = None if rows is None else frozenset(str(r.get("component", "")) for r in rows if isinstance(r, dict))
     return ClusterFeatures(
         distribution=str(version.get("distribution", "elasticsearch")),
         version=_parse_version(str(version.get("number", "0"))),

@@ -52,6 +52,10 @@ class StubCluster:
                 if stub.mode == "unauthorized":
                     status, body = 401, b"Unauthorized"
                     content_type = "text/plain"
+                elif stub.mode == "forbidden":
+                    status, content_type = 403, "application/json"
+                    body = json.dumps({"error": {"type": "security_exception", "reason": "no permissions"},
+                                       "status": 403}).encode()
                 else:
                     status, body, content_type = 200, json.dumps(INFO).encode(), "application/json"
                 try:
@@ -204,3 +208,12 @@ def test_bulk_against_a_slow_cluster_times_out_once(stub: StubCluster) -> None:
         backend.upsert([IndexedDocument(Document("a", "t"), np.zeros(16, np.float32), "v")])
     assert time.monotonic() - start < 2.0
     assert len(stub.headers) == 1  # a timeout is not retried: the batch may or may not have landed
+
+
+@pytest.mark.parametrize("stub", ["forbidden"], indirect=True)
+def test_a_cluster_that_will_not_describe_itself_gets_client_side_fusion(stub: StubCluster) -> None:
+    """Serverless collections (and users without monitor rights) refuse GET / and _cat/plugins."""
+    backend = backend_for(OpenSearchSettings(url=stub.url, timeout_s=2))
+    features = backend.features
+    assert features.plugins is None and features.version == (0, 0, 0)
+    assert not features.native_hybrid
