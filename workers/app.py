@@ -134,6 +134,7 @@ def create_app(settings: Settings, make_encoder: MakeEncoder, make_backend: Make
     @app.task(
         bind=True,
         name=EMBED_TASK,
+        shared=False,  # a shared task would leak this app's parts into every app created after it
         acks_late=True,
         reject_on_worker_lost=True,
         max_retries=options.max_retries,

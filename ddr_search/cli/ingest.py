@@ -14,7 +14,8 @@ from ddr_search.cli.main import cli
 @click.option("--domain", help="Domain of every document (a slug, e.g. legal): the prior for its queries.")
 @click.option("--skip-invalid", is_flag=True, help="Skip bad lines (each is reported) instead of stopping.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Documents per embed+write batch [DDR_BATCH_SIZE].")
-def ingest(path: Path, domain: str | None, skip_invalid: bool, batch_size: int | None) -> None:
+@click.option("--no-wait", is_flag=True, help="With DDR_BROKER_URL: enqueue, print the job id, return at once.")
+def ingest(path: Path, domain: str | None, skip_invalid: bool, batch_size: int | None, no_wait: bool) -> None:
     """Embed a JSONL file ({"id","title","text","metadata"}; BEIR "_id" too) into the search backend.
 
     Every line is validated before anything is written: a bad file names its file, line and field and
@@ -22,6 +23,17 @@ def ingest(path: Path, domain: str | None, skip_invalid: bool, batch_size: int |
     """
     from ddr_search.client import DDRSearch
     from ddr_search.ingest import describe_skipped
+    from ddr_search.settings import Settings
+
+    settings = Settings()
+    if settings.broker_url is not None:  # the workers embed it: docs/workers.md
+        from ddr_search.cli.worker import ingest_with_workers
+
+        wait = not no_wait
+        ingest_with_workers(settings, path, domain=domain, skip_invalid=skip_invalid, batch_size=batch_size, wait=wait)
+        return
+    if no_wait:
+        raise click.UsageError("--no-wait needs a broker: set DDR_BROKER_URL and start `ddr-search worker`")
 
     with DDRSearch() as client:
         report = client.ingest(path, domain=domain, skip_invalid=skip_invalid, batch_size=batch_size, progress=True)

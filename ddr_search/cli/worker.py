@@ -77,6 +77,44 @@ def enqueue_file(
     return job_id, status, describe_skipped(check.skipped)
 
 
+def ingest_with_workers(
+    settings: Settings,
+    path: Path,
+    *,
+    domain: str | None,
+    skip_invalid: bool,
+    batch_size: int | None,
+    wait: bool,
+) -> None:
+    """`ddr-search ingest` when a broker is configured: enqueue, then follow or print the job id.
+
+    Exits 1 when any document failed (each is listed with its reason) or the job could not be enqueued.
+    """
+    job_id, status, skipped = enqueue_file(
+        settings,
+        path,
+        domain=domain,
+        skip_invalid=skip_invalid,
+        batch_size=batch_size or settings.batch_size,
+        wait=wait,
+    )
+    for line in skipped:
+        click.echo(line, err=True)
+    if status is None:
+        click.echo(job_id)
+        return
+    from ddr_search.cli.status import render
+
+    if status.failures or status.error:
+        click.echo("\n".join(render(status)), err=True)
+    click.echo(
+        f"indexed {status.indexed} of {status.documents} documents from {path} (domain: {domain or 'none'}, "
+        f"job {job_id}, failed {len(status.failures)})"
+    )
+    if status.failures or status.error:
+        raise SystemExit(1)
+
+
 @cli.command("worker")
 @click.option(
     "--concurrency",

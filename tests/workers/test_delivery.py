@@ -147,16 +147,16 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
 
     url = request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url")
     # Redis redelivers a dead worker's batch after the visibility timeout: short here, 600 s by default.
-    env = worker_env(tmp_path / "home", url, queue_name, DDR_WORKERS__VISIBILITY_TIMEOUT_S="8")
+    env = worker_env(tmp_path / "home", url, queue_name, DDR_WORKERS__VISIBILITY_TIMEOUT_S="20")
     use_env(monkeypatch, env)
-    ids = write_corpus(tmp_path / "corpus.jsonl", 600)
+    ids = write_corpus(tmp_path / "corpus.jsonl", 400)
     settings = Settings()
     jobs = build_jobs(settings)
     first = WorkerProcess(env, tmp_path / "worker1.log")
     second = None
     try:
         first.wait_ready()
-        job_id = submit(build_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=30)
+        job_id = submit(build_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
 
         def progress_reaches(batches: int, timeout_s: float = 120) -> None:
             deadline = time.monotonic() + timeout_s
@@ -164,18 +164,18 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
                 assert time.monotonic() < deadline, f"stuck at {jobs.status(job_id)}"
                 time.sleep(0.1)
 
-        progress_reaches(3)
+        progress_reaches(2)
         (pool,) = first.pool_pids()
         import os
         import signal
 
         os.kill(pool, signal.SIGKILL)  # the pool process dies mid-batch: its batch is rejected and requeued
-        progress_reaches(jobs.status(job_id).batches_done + 3)
+        progress_reaches(jobs.status(job_id).batches_done + 2)
         first.sigkill()  # now the whole worker, with a batch in flight and unacknowledged
         assert not jobs.status(job_id).finished
         second = WorkerProcess(env, tmp_path / "worker2.log")
         status = wait(jobs, job_id, progress=False, timeout_s=240)
-        assert (status.state.value, status.indexed, status.failures) == ("done", 600, {})
+        assert (status.state.value, status.indexed, status.failures) == ("done", 400, {})
         assert "WorkerLostError" in (tmp_path / "worker1.log").read_text()
     finally:
         first.stop()
