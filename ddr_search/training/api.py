@@ -22,7 +22,7 @@ import torch
 from ddr_search.errors import InputError
 from ddr_search.model.backbone import Backbone, load_backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
-from ddr_search.model.encoder import TorchEncoder, passage_text
+from ddr_search.model.encoder import TorchEncoder, encoder_version, passage_text
 from ddr_search.model.store import load_store, module_tensors, save_store
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
@@ -67,8 +67,22 @@ def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
-def passage_encoder(model: DDRModel, backbone: Backbone) -> TorchEncoder:
-    return TorchEncoder(model, backbone.tokenizer, max_passage_length=backbone.max_seq_length, show_progress=True)
+class PassageEncoder(TorchEncoder):
+    """The passage side for training caches: a general module whose gates are all zero is an exact
+    no-op (prefix.py), so its passage vectors are the backbone's, bit for bit, and share their cache
+    entries instead of re-encoding whole corpora under a new version."""
+
+    @property
+    def version(self) -> str:
+        general = self.model.general
+        if general is None or not bool(general.gates.detach().any()):
+            return encoder_version(self.model.backbone_info.fingerprint, None)
+        return super().version
+
+
+def passage_encoder(model: DDRModel, backbone: Backbone, max_length: int | None = None) -> TorchEncoder:
+    return PassageEncoder(model, backbone.tokenizer, max_passage_length=max_length or backbone.max_seq_length,
+                          show_progress=True)
 
 
 def build_candidates(
@@ -145,22 +159,44 @@ def _domain_task(
     cache_dir: Path | None,
     groups: list[dict[str, object]],
     router_rows: Sequence[int] | None = None,
+    *,
+    dev: Sequence[Pair] | None = None,
+    passages: TorchEncoder | None = None,
+    routed: bool = True,
+    passage_lengths: Mapping[str, int] | None = None,
 ) -> tuple[CachedQueryTask, dict[str, int]]:
-    encoder = passage_encoder(model, loaded)
+    """Candidates per domain (corpus + pair passages, cached) and the train/dev examples.
+
+    `dev`: held-out pairs (e.g. a BEIR dev split) for the domains they cover; other domains hold out
+    `config.dev_fraction` of their queries. `passages`: the passage encoder (default: this model's).
+    `passage_lengths`: per-domain passage token limit (default: the backbone's, as indexing uses).
+    """
+    encoder = passages or passage_encoder(model, loaded)
+    dev = list(dev or [])
     domains = sorted({p.domain or "" for p in pairs})
+
+    def encoder_for(domain: str) -> TorchEncoder:
+        if passage_lengths and domain in passage_lengths:
+            return PassageEncoder(encoder.model, encoder.tokenizer, max_passage_length=passage_lengths[domain],
+                                  show_progress=encoder.show_progress)
+        return encoder
+
     candidates = {
-        d: build_candidates(encoder, [p for p in pairs if p.domain == d], corpora.get(d), cache_dir) for d in domains
+        d: build_candidates(encoder_for(d), [p for p in (*pairs, *dev) if p.domain == d], corpora.get(d), cache_dir)
+        for d in domains
     }
     train_pairs: list[Pair] = []
     dev_pairs: list[Pair] = []
     for d in domains:
-        t, v = split_dev([p for p in pairs if p.domain == d], config.dev_fraction, config.seed)
+        given = [p for p in dev if p.domain == d]
+        mine = [p for p in pairs if p.domain == d]
+        t, v = (mine, given) if given else split_dev(mine, config.dev_fraction, config.seed)
         train_pairs += _subsample(t, config.max_examples, config.seed)
         dev_pairs += v
     task = CachedQueryTask(
         model, loaded.tokenizer, {d: c.matrix for d, c in candidates.items()},
         _examples(train_pairs, candidates), _examples(dev_pairs, candidates), groups, config,
-        router_rows=router_rows,
+        router_rows=router_rows, routed=routed,
     )
     return task, {"train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
 
@@ -184,9 +220,11 @@ def train_domains(
     config: TrainConfig,
     *,
     corpora: Mapping[str, Sequence[CorpusDoc]] | None = None,
+    dev: Sequence[Pair] | None = None,
     backbone: Path | None = None,
     prefix_length: int | None = None,
     cache_dir: Path | None = None,
+    passage_lengths: Mapping[str, int] | None = None,
 ) -> tuple[DDRModel, TrainResult]:
     """Phase 2: every domain named in `pairs` gets a module (new ones start as exact no-ops); those
     modules and the router train jointly, the general module frozen so passages are cached."""
@@ -203,7 +241,8 @@ def train_domains(
               for m in modules]
     rows = [model.module_names.index(m) for m in modules]
     groups.append({"name": "router", "params": _trainable(model.router), "lr": config.lr_for("router")})
-    task, counts = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows)
+    task, counts = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows, dev=dev,
+                                passage_lengths=passage_lengths)
     result = train(task, config)
     _freeze(model)
     if passage_encoder(model, loaded).version != version:
@@ -224,6 +263,7 @@ def train_domain(
     backbone: Path | None = None,
     prefix_length: int | None = None,
     cache_dir: Path | None = None,
+    passage_length: int | None = None,
 ) -> tuple[DDRModel, TrainResult]:
     """Add one domain: labelled pairs, or self-supervised pairs from `corpus` when no pairs are given.
 
@@ -251,7 +291,7 @@ def train_domain(
     groups = [{"name": f"domain:{name}", "params": _trainable(model.domain_modules[name]),
                "lr": config.lr_for("domain")}]
     task, counts = _domain_task(model, loaded, pairs, {name: corpus} if corpus else {}, config, cache_dir,
-                                groups, [row])
+                                groups, [row], passage_lengths={name: passage_length} if passage_length else None)
     result = train(task, config)
     _freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)
@@ -310,3 +350,29 @@ def save_backbone(model: DDRModel, loaded: Backbone, out: Path) -> None:
     shutil.copytree(loaded.path, out, ignore=shutil.ignore_patterns("*.bin", "*.onnx", "onnx", "openvino", "*.h5"))
     state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def train_dr_cached(
+    pairs: Sequence[Pair],
+    config: TrainConfig,
+    *,
+    corpora: Mapping[str, Sequence[CorpusDoc]] | None = None,
+    dev: Sequence[Pair] | None = None,
+    backbone: Path | None = None,
+    cache_dir: Path | None = None,
+    passage_lengths: Mapping[str, int] | None = None,
+) -> tuple[DDRModel, TrainResult]:
+    """DR on the query side: every backbone weight of the query tower trains, against the same cached
+    frozen passage embeddings, pairs, loss and dev split as the DDR modules (so the comparison isolates
+    "full fine-tuning vs a 0.65% prefix"). Returns the fine-tuned query model (passages stay frozen)."""
+    _check_domains(pairs)
+    frozen = load_backbone(backbone)
+    passages = passage_encoder(DDRModel(frozen, DEFAULT_PREFIX_LENGTH), frozen)
+    loaded = load_backbone(backbone)
+    model = DDRModel(loaded, DEFAULT_PREFIX_LENGTH).eval()
+    groups = [{"name": "backbone", "params": _trainable(model.encoder), "lr": config.lr_for("backbone")}]
+    task, _ = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, dev=dev,
+                           passages=passages, routed=False, passage_lengths=passage_lengths)
+    result = train(task, config)
+    _freeze(model)
+    return model, result
