@@ -7,7 +7,8 @@ OpenSearch's *documented* behaviour:
 
 - `knn` (exact search over the documents osmem holds, filtered by the efficient `filter` that osmem
   evaluates): score per the k-NN "Spaces" table - innerproduct (faiss): d = -x.y,
-  score = 1 / (1 + d) if d >= 0 else 1 - d; l2: score = 1 / (1 + sum (x_i - y_i)^2).
+  score = 1 / (1 + d) if d >= 0 else 1 - d; cosinesimil: d = 1 - cos, score = (2 - d) / 2;
+  l2: score = 1 / (1 + sum (x_i - y_i)^2); l1 likewise with |x_i - y_i|.
 - `hybrid` + search pipeline: each sub-query's results normalised on their own (min_max with the
   neural-search floor 0.001 for the minimum and 1.0 when min == max; l2), combined by the weighted
   arithmetic mean (a document a sub-query missed scores 0 there), or RRF: sum w_i / (rank_constant + rank).
@@ -120,6 +121,14 @@ def space_score(space: str, x: list[float], y: list[float]) -> float:
         return 1.0 / (1.0 + d) if d >= 0 else 1.0 - d
     if space == "l2":
         return 1.0 / (1.0 + sum((a - b) ** 2 for a, b in zip(x, y, strict=True)))
+    if space == "l1":
+        return 1.0 / (1.0 + sum(abs(a - b) for a, b in zip(x, y, strict=True)))
+    if space == "cosinesimil":
+        norms = math.sqrt(sum(a * a for a in x)) * math.sqrt(sum(b * b for b in y))
+        if norms == 0:
+            raise Rejected("zero vector is not supported for cosine similarity")
+        d = 1.0 - sum(a * b for a, b in zip(x, y, strict=True)) / norms
+        return (2.0 - d) / 2.0
     raise Rejected(f"the double does not implement space_type {space}")
 
 

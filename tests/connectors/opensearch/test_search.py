@@ -91,6 +91,9 @@ def test_innerproduct_score_formula_and_its_inverse() -> None:
     x = [0.6, 0.8]
     assert space_score("innerproduct", x, [0.6, 0.8]) == pytest.approx(2.0)  # x.y = 1 -> d = -1 -> 1 - d
     assert space_score("innerproduct", x, [-0.6, -0.8]) == pytest.approx(0.5)  # x.y = -1 -> d = 1 -> 1/(1+d)
+    assert space_score("cosinesimil", [1.0, 0.0], [0.0, 2.0]) == pytest.approx(0.5)  # cos 0 -> (2 - 1) / 2
+    assert space_score("cosinesimil", [1.0, 1.0], [3.0, 3.0]) == pytest.approx(1.0)
+    assert space_score("cosinesimil", [1.0, 0.0], [-1.0, 0.0]) == pytest.approx(0.0)
     for ip in (-3.0, -0.25, 0.0, 0.4, 2.5):
         d = -ip
         score = 1 / (1 + d) if d >= 0 else 1 - d
