@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from collections import Counter
@@ -141,6 +142,7 @@ def part_scifact(limit: int) -> dict[str, object]:
         write_s = time.perf_counter() - started
     else:
         write_s = None
+    shutil.rmtree(store / "cache", ignore_errors=True)  # time a real build: what the first search waits for
     started = time.perf_counter()
     backend.refresh()
     snapshot_s = time.perf_counter() - started
@@ -205,6 +207,7 @@ def part_synthetic(limit: int) -> dict[str, object]:
                 ]
             )
         write_s = time.perf_counter() - started
+    shutil.rmtree(store / "cache", ignore_errors=True)  # time a real build: what the first search waits for
     started = time.perf_counter()
     backend.refresh()
     snapshot_s = time.perf_counter() - started
