@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from workers.jobs import JobStatus, JobStore
 
 
-def build_app(settings: Settings, *, processes: int = 1) -> Celery:
-    """The Celery app with factory-built parts; torch threads split across the worker's processes."""
+def build_app(settings: Settings, *, processes: int = 1, threads: int | None = None) -> Celery:
+    """The Celery app with factory-built parts; by default the CPUs' threads split across the processes."""
     from ddr_search import factory
     from workers.app import create_app
 
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = threads or max(1, (os.cpu_count() or 1) // processes)
 
     def make_encoder() -> Encoder:
         import torch
@@ -129,7 +129,12 @@ def ingest_with_workers(
     show_default=True,
     help="Celery's log level.",
 )
-def worker(concurrency: int | None, loglevel: str) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Torch threads per worker process [default: the CPU count / concurrency].",
+)
+def worker(concurrency: int | None, loglevel: str, threads: int | None) -> None:
     """Start a Celery worker that embeds and indexes ingest batches (needs DDR_BROKER_URL).
 
     Each worker process loads the passage encoder once, on its first batch. Batches are acknowledged
@@ -137,7 +142,7 @@ def worker(concurrency: int | None, loglevel: str) -> None:
     """
     settings = Settings()
     processes = concurrency or os.cpu_count() or 1
-    app = build_app(settings, processes=processes)
+    app = build_app(settings, processes=processes, threads=threads)
     app.worker_main(
         [
             "worker",

@@ -1,0 +1,229 @@
+"""Ingest throughput: in-process vs 1 and 2 Celery worker processes, same corpus, one run.
+
+Every system embeds the same documents (the first N SciFact passages, title + text, up to 256
+tokens) with one torch thread per process, into a fresh embedded store, and must end with every
+document stored exactly once. Workers are real `ddr-search worker` subprocesses on a real broker
+(Redis by default); each is warmed up first (every pool process loads its encoder on a small job), so
+documents/s measures steady-state embedding + indexing + queueing, from the first publish to the
+last batch recorded. The in-process baseline is the same batch code (workers.ingest.run_inline).
+
+    python bench/ingest.py [--documents 1000] [--batch-size 64] [--broker redis://localhost:6379/0]
+
+Writes bench/reports/ingest.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "bench" / "reports"
+SCIFACT = REPO.parent / "shared" / "data" / "beir" / "scifact" / "corpus.jsonl"
+DEMO = REPO / "ddr_search" / "demo"
+DDR_SEARCH = Path(sys.executable).parent / "ddr-search"
+
+
+def machine() -> dict[str, object]:
+    versions = {}
+    for package in ("torch", "transformers", "celery", "kombu", "redis", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu = platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(), **versions}
+
+
+def write_corpus(path: Path, limit: int) -> str:
+    """The first `limit` SciFact passages (or the shipped demo corpus when SciFact is absent)."""
+    sources = [SCIFACT] if SCIFACT.exists() else sorted(DEMO.glob("*.jsonl"))
+    written = 0
+    with path.open("w") as out:
+        for source in sources:
+            with source.open() as f:
+                for line in f:
+                    if written == limit:
+                        break
+                    record = json.loads(line)
+                    doc_id = record.get("_id", record.get("id"))
+                    out.write(json.dumps({"id": doc_id, "title": record.get("title", ""), "text": record["text"]}))
+                    out.write("\n")
+                    written += 1
+    return "SciFact corpus (BEIR)" if sources == [SCIFACT] else "ddr-search demo corpus"
+
+
+def settings_for(home: Path, broker: str | None, queue: str):
+    from ddr_search.settings import Settings, WorkerSettings
+
+    return Settings(home=home, broker_url=broker, workers=WorkerSettings(queue=queue))
+
+
+def stored(settings) -> int:
+    from ddr_search import factory
+
+    backend = factory.build_backend(settings)
+    try:
+        return backend.count()
+    finally:
+        backend.close()
+
+
+def run_inline(corpus: Path, home: Path, batch_size: int) -> dict[str, float]:
+    import torch
+
+    from ddr_search import factory
+    from ddr_search.data.documents import read_documents
+    from workers.ingest import run_inline as inline
+
+    torch.set_num_threads(1)
+    settings = settings_for(home, None, "unused")
+    started = time.perf_counter()
+    encoder = factory.build_encoder(settings)
+    backend = factory.build_backend(settings, encoder.dimension)
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    result = inline(read_documents(corpus), encoder, backend, batch_size=batch_size)
+    elapsed = time.perf_counter() - started
+    backend.close()
+    assert not result.failures, result.failures
+    return {"elapsed_s": elapsed, "warmup_s": load_s, "stored": stored(settings), "documents": result.documents}
+
+
+def run_workers(corpus: Path, home: Path, batch_size: int, broker: str, processes: int, log: Path) -> dict[str, float]:
+    from ddr_search.cli.worker import build_app, build_jobs
+    from ddr_search.data.documents import read_documents
+    from ddr_search.types import Document
+    from workers.ingest import submit, wait
+
+    queue = f"ddr-bench-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(home, broker, queue)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DDR_")}
+    env.update(DDR_HOME=str(home), DDR_BROKER_URL=broker, DDR_WORKERS__QUEUE=queue)
+    with log.open("wb") as handle:
+        worker = subprocess.Popen(
+            [str(DDR_SEARCH), "worker", "--concurrency", str(processes), "--threads", "1", "--loglevel", "info"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        app, jobs = build_app(settings), build_jobs(settings)
+        started = time.perf_counter()
+        warm = [Document(id=f"warmup-{i}", text=f"warm-up passage {i}") for i in range(4 * processes)]
+        while log.read_text(errors="replace").count("loading the passage encoder") < processes:
+            job_id = submit(app, jobs, lambda: warm, batch_size=2)
+            wait(jobs, job_id, progress=False, timeout_s=600)
+        warmup_s = time.perf_counter() - started
+        documents = sum(1 for _ in read_documents(corpus))
+        started = time.perf_counter()
+        job_id = submit(app, jobs, lambda: read_documents(corpus), batch_size=batch_size, total=documents)
+        status = wait(jobs, job_id, progress=False, timeout_s=3600)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    assert status.state.value == "done" and not status.failures, status
+    return {
+        "elapsed_s": elapsed,
+        "warmup_s": warmup_s,
+        "stored": stored(settings) - len(warm),
+        "documents": status.indexed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--broker", default="redis://localhost:6379/0")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ddr-bench-ingest-") as tmp:
+        root = Path(tmp)
+        corpus_path = root / "corpus.jsonl"
+        corpus = write_corpus(corpus_path, args.documents)
+        systems = [("in-process (no broker)", None), ("1 worker process", 1), ("2 worker processes", 2)]
+        for name, processes in systems:
+            load_before = os.getloadavg()[0]
+            home = root / f"home-{processes or 0}"
+            if processes is None:
+                result = run_inline(corpus_path, home, args.batch_size)
+            else:
+                log = root / f"worker-{processes}.log"
+                result = run_workers(corpus_path, home, args.batch_size, args.broker, processes, log)
+            assert result["stored"] == result["documents"] == args.documents, result
+            rows.append(
+                {
+                    "system": name,
+                    "processes": processes or 1,
+                    "documents": result["documents"],
+                    "elapsed_s": round(result["elapsed_s"], 2),
+                    "documents_per_s": round(result["documents"] / result["elapsed_s"], 2),
+                    "warmup_s": round(result["warmup_s"], 2),
+                    "load_average_before": round(load_before, 2),
+                    "load_average_after": round(os.getloadavg()[0], 2),
+                }
+            )
+            print(f"{name}: {rows[-1]['documents_per_s']} documents/s", flush=True)
+    baseline = rows[0]["documents_per_s"]
+    for row in rows:
+        row["speedup_vs_inline"] = round(row["documents_per_s"] / baseline, 2)
+
+    record = {
+        "benchmark": "ingest",
+        "corpus": corpus,
+        "documents": args.documents,
+        "batch_size": args.batch_size,
+        "broker": args.broker.split("://")[0],
+        "torch_threads_per_process": 1,
+        "max_passage_tokens": 256,
+        "machine": machine(),
+        "results": rows,
+    }
+    header = "| system | documents/s | x in-process | elapsed s | warm-up s | load avg before/after |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['system']} | {row['documents_per_s']} | {row['speedup_vs_inline']} | {row['elapsed_s']} | "
+            f"{row['warmup_s']} | {row['load_average_before']} / {row['load_average_after']} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "ingest.json").write_text(json.dumps(record, indent=2) + "\n")
+    m = record["machine"]
+    (REPORTS / "ingest.md").write_text(
+        "# Ingest throughput: in-process vs Celery workers\n\n"
+        f"{args.documents} documents of the {corpus} (title + text, up to 256 tokens), batches of "
+        f"{args.batch_size}, one torch thread per process, {record['broker']} broker, embedded store. "
+        "One run; workers warmed up first (each pool process loaded its encoder on a small job).\n\n"
+        f"{table}\n\n"
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, torch {m['torch']}, "
+        f"celery {m['celery']}. The load average shows how busy the shared machine was during each run.\n\n"
+        "Reproduce: `python bench/ingest.py` (Redis on localhost; `--broker amqp://...` needs "
+        "DDR_WORKERS__JOBS_URL for job records).\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
