@@ -50,8 +50,11 @@ def broker_scheme(settings: Settings) -> str:
 
 def jobs_url(settings: Settings) -> str:
     """Job records live in Redis: the broker itself when it is Redis, else DDR_WORKERS__JOBS_URL."""
-    if settings.workers.jobs_url is not None:
-        return settings.workers.jobs_url.get_secret_value()
+    configured = settings.workers.jobs_url.get_secret_value() if settings.workers.jobs_url else ""
+    if configured:
+        if urlsplit(configured).scheme not in (*REDIS_SCHEMES, "unix"):
+            raise ConfigError("DDR_WORKERS__JOBS_URL must be a Redis URL (redis://host:6379/0)")
+        return configured
     if broker_scheme(settings) in REDIS_SCHEMES:
         return settings.broker_url.get_secret_value()  # type: ignore[union-attr]  # checked above
     raise ConfigError("a RabbitMQ broker needs a Redis for job records: set DDR_WORKERS__JOBS_URL=redis://host:6379/0")

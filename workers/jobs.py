@@ -147,7 +147,7 @@ class JobStore:
             pipe.hset(key + ":batches", str(index), indexed)
             if failures:
                 pipe.hset(key + ":failures", mapping=failures)
-            for name in (key + ":batches", key + ":failures"):
+            for name in (key, key + ":batches", key + ":failures"):
                 pipe.expire(name, JOB_TTL_S)
             pipe.execute()
 
