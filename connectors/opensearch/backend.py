@@ -407,12 +407,10 @@ class OpenSearchBackend:
 
     def indices(self) -> list[str]:
         """The concrete indices the alias points at (empty when the alias does not exist)."""
-        try:
-            response = self.client.indices.get_alias(name=self.alias)
-        except os_errors.NotFoundError:
+        # ignore=404: a missing alias is an answer here, not a failure worth a logged warning
+        response = self._call("GET alias", self.client.indices.get_alias, name=self.alias, ignore=[404])
+        if not isinstance(response, dict) or "error" in response or response.get("status") == 404:
             return []
-        except os_errors.OpenSearchException as e:
-            raise BackendError(f"OpenSearch GET alias on {redact_url(self.url)}: {describe_error(e)}") from e
         return sorted(response)
 
     def describe(self) -> dict[str, object]:
