@@ -13,6 +13,9 @@ Why the pieces are made the way they are:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import shutil
 import tempfile
 import warnings
@@ -42,6 +45,7 @@ from onnx_export.artifacts import (
     sha256_file,
 )
 from onnx_export.artifacts import MANIFEST as EXPORT_MANIFEST
+from onnx_export.graph import expand_logsumexp
 from onnx_export.quantize import quantize_int8
 
 if TYPE_CHECKING:
@@ -96,25 +100,37 @@ def _trace(
     shapes: dict[str, dict[int, object]] = {INPUT_IDS: {0: batch, 1: seq}, ATTENTION_MASK: {0: batch, 1: seq}}
     if MODULE_WEIGHTS in input_names:
         shapes[MODULE_WEIGHTS] = {0: batch}
-    with warnings.catch_warnings():  # the exporter's chatter (axis renames, missing torchvision ops)
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    # The exporter's chatter: progress prints, axis renames, torchvision ops it cannot register (unused).
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module,
-            args,
-            input_names=input_names,
-            output_names=output_names,
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=shapes,
-            # The exporter's own optimiser folds the prefix gates into other constants, and per-domain
-            # baking needs the prefix initializers intact; onnxruntime optimises the graph at load anyway.
-            optimize=False,
-            verbose=False,
-        )
+        registration.setLevel(logging.ERROR)
+        try:
+            program = torch.onnx.export(
+                module,
+                args,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                # The exporter's own optimiser folds the prefix gates into other constants, and per-domain
+                # baking needs the prefix initializers intact; onnxruntime optimises the graph at load.
+                optimize=False,
+                verbose=False,
+            )
+        finally:
+            registration.setLevel(level)
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportError("torch.onnx.export returned no program")
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=False)
+    import onnx
+
+    graph = onnx.load(str(path))
+    expand_logsumexp(graph)
+    onnx.save(graph, str(path))
 
 
 def _example_inputs(vocab_size: int):
@@ -196,6 +212,7 @@ def export_store(
 
     say = progress or (lambda _message: None)
     out = Path(out)
+    _check_target(out)
     say("loading the model")
     encoder = TorchEncoder.load(store, backbone)
     model = encoder.model.eval()
@@ -354,13 +371,18 @@ def _quantize_all(root: Path, specs: dict[str, GraphSpec], say: Progress) -> dic
     return out
 
 
+def _check_target(out: Path) -> None:
+    """Never replace a folder that holds something other than an earlier export."""
+    if out.exists() and (not out.is_dir() or (not (out / EXPORT_MANIFEST).exists() and any(out.iterdir()))):
+        raise ExportError(f"{out} exists and is not an ONNX export: choose an empty or new --out folder")
+
+
 def _replace(staging: Path, out: Path) -> None:
     """Swap the finished export in; a reader never sees half an export."""
     import os
 
     if out.exists():
-        if not (out / EXPORT_MANIFEST).exists() and any(out.iterdir()):
-            raise ExportError(f"{out} exists and is not an ONNX export: choose an empty or new --out folder")
+        _check_target(out)
         retired = out.with_name(f".{out.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
         os.replace(out, retired)

@@ -42,3 +42,19 @@ def ort_int8(export_dir, store):
     from onnx_export.runtime import OrtEncoder
 
     return OrtEncoder.load(export_dir, store=store, precision="int8", query_threads=1, passage_threads=1, top_k=TOP_K)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide BERT with random weights: re-exporting it twice is cheap (the real one is slow)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ddr_search.model.backbone import packaged_backbone_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    BertModel(config).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(packaged_backbone_path()), local_files_only=True).save_pretrained(str(folder))
+    return folder

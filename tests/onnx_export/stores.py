@@ -42,3 +42,22 @@ def build_store(path: Path, seed: int = 0) -> Path:
         model.router.weight.copy_(torch.randn(model.router.weight.shape, generator=generator))
     save_store(model, path)
     return path
+
+
+def tiny_store(backbone_dir: Path, path: Path, seed: int) -> Path:
+    """General + one "legal" module on the tiny backbone; `seed` changes only the legal module."""
+    import torch
+
+    from ddr_search.model.backbone import load_backbone
+    from ddr_search.model.ddr import DDRModel
+    from ddr_search.model.store import save_store
+
+    model = DDRModel(load_backbone(backbone_dir), prefix_length=4)
+    perturb(model.add_general(), 0)
+    legal = model.add_domain_module("legal")
+    with torch.no_grad():
+        legal.keys.copy_(model.general.keys)
+        legal.values.copy_(model.general.values)
+    perturb(legal, seed)
+    save_store(model, path)
+    return path

@@ -37,7 +37,8 @@ def test_explicit_stale_export_is_refused_and_default_one_falls_back_to_torch(ex
     with pytest.raises(ExportError, match="was made for module store version"):
         build_encoder(Settings(home=tmp_path, modules=changed, onnx_dir=export_dir))
 
-    shutil.copytree(export_dir, tmp_path / "home" / "onnx")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "onnx").symlink_to(export_dir)  # the default location, DDR_ONNX_DIR unset
     encoder = build_encoder(Settings(home=tmp_path / "home", modules=changed))
     assert isinstance(encoder, TorchEncoder)
     assert "using the torch encoder meanwhile" in caplog.text

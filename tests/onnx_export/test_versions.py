@@ -4,58 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from ddr_search.errors import ExportError
 from onnx_export.artifacts import MANIFEST, Precision, Role, read_export_manifest, sha256_file
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> Path:
-    """A 2-layer, 64-wide BERT with random weights: re-exporting it twice is cheap (the real one is slow)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from ddr_search.model.backbone import packaged_backbone_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    BertModel(config).save_pretrained(str(folder))
-    AutoTokenizer.from_pretrained(str(packaged_backbone_path()), local_files_only=True).save_pretrained(str(folder))
-    return folder
-
-
-def _tiny_store(backbone_dir: Path, path: Path, seed: int) -> Path:
-    import torch
-
-    from ddr_search.model.backbone import load_backbone
-    from ddr_search.model.ddr import DDRModel
-    from ddr_search.model.store import save_store
-    from tests.onnx_export.stores import perturb
-
-    model = DDRModel(load_backbone(backbone_dir), prefix_length=4)
-    perturb(model.add_general(), 0)
-    legal = model.add_domain_module("legal")
-    with torch.no_grad():
-        legal.keys.copy_(model.general.keys)
-        legal.values.copy_(model.general.values)
-    perturb(legal, seed)
-    save_store(model, path)
-    return path
+from tests.onnx_export.stores import tiny_store
 
 
 def test_changed_modules_give_new_checksums_and_the_old_export_is_refused(tiny_backbone, tmp_path):
     from onnx_export.export import export_store
     from onnx_export.runtime import OrtEncoder
 
-    store = _tiny_store(tiny_backbone, tmp_path / "store", seed=1)
+    store = tiny_store(tiny_backbone, tmp_path / "store", seed=1)
     before = export_store(store, tmp_path / "export-1", backbone=tiny_backbone)
     OrtEncoder.load(tmp_path / "export-1", store=store)  # matches: loads
 
-    _tiny_store(tiny_backbone, store, seed=2)  # the legal module changes (retrained), general does not
+    tiny_store(tiny_backbone, store, seed=2)  # the legal module changes (retrained), general does not
     with pytest.raises(ExportError, match=r"was made for module store version .* run `ddr-search export"):
         OrtEncoder.load(tmp_path / "export-1", store=store)
 
