@@ -155,7 +155,11 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--broker", default="redis://localhost:6379/0")
+    parser.add_argument("--report-only", action="store_true", help="Re-render the report from the JSON.")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads((REPORTS / "ingest.json").read_text()))
+        return
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="ddr-bench-ingest-") as tmp:
@@ -200,6 +204,11 @@ def main() -> None:
         "machine": machine(),
         "results": rows,
     }
+    write_report(record)
+
+
+def write_report(record: dict) -> None:
+    rows = record["results"]
     header = "| system | documents/s | x in-process | elapsed s | warm-up s | load avg before/after |"
     lines = [header, "|---|---|---|---|---|---|"]
     for row in rows:
@@ -214,14 +223,21 @@ def main() -> None:
     m = record["machine"]
     (REPORTS / "ingest.md").write_text(
         "# Ingest throughput: in-process vs Celery workers\n\n"
-        f"{args.documents} documents of the {corpus} (title + text, up to 256 tokens), batches of "
-        f"{args.batch_size}, one torch thread per process, {record['broker']} broker, embedded store. "
-        "One run; workers warmed up first (each pool process loaded its encoder on a small job).\n\n"
+        f"{record['documents']} documents of the {record['corpus']} (title + text, up to 256 tokens), batches "
+        f"of {record['batch_size']}, one torch thread per process, {record['broker']} broker, embedded store. "
+        "One run; workers warmed up first (each pool process loaded its encoder on a small job), so "
+        "documents/s runs from the first publish to the last batch recorded.\n\n"
         f"{table}\n\n"
         f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, torch {m['torch']}, "
-        f"celery {m['celery']}. The load average shows how busy the shared machine was during each run.\n\n"
+        f"celery {m['celery']}.\n\n"
+        "How to read it: every process embeds on one thread, so on an idle 2-CPU machine 2 worker "
+        "processes can approach twice one process, and one worker process should match in-process (the "
+        "queue costs milliseconds per batch against seconds of embedding). The load average column says "
+        "how much of the 2 CPUs other jobs took during each run: above 2, every system got a fraction of "
+        "a core and the absolute numbers sit far below an idle machine's, so compare the rows of one run "
+        "only, and treat differences of a few tens of percent as noise.\n\n"
         "Reproduce: `python bench/ingest.py` (Redis on localhost; `--broker amqp://...` needs "
-        "DDR_WORKERS__JOBS_URL for job records).\n"
+        "DDR_WORKERS__JOBS_URL for job records). `--report-only` re-renders this page from the JSON.\n"
     )
 
 
