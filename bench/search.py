@@ -110,7 +110,7 @@ def load_queries(limit: int) -> tuple[dict[str, str], dict[str, dict[str, int]]]
     return chosen, {q: qrels[q] for q in chosen}
 
 
-def part_scifact(limit: int) -> dict[str, object]:
+def part_scifact(limit: int, vectors_file: Path | None = None) -> dict[str, object]:
     import ir_measures
     from ir_measures import nDCG
 
@@ -125,7 +125,14 @@ def part_scifact(limit: int) -> dict[str, object]:
     docs = read_corpus(SCIFACT / "corpus.jsonl")
     texts = [passage_text(d.title, d.text) for d in docs]
     started = time.perf_counter()
-    vectors = encode_cached(encoder, texts, REPO / ".ddr" / "cache", show_progress=True)  # the shared cache
+    if vectors_file is not None:  # precomputed passage vectors: check a few rows against the encoder
+        vectors = np.load(vectors_file).astype(np.float32)
+        rows = np.random.default_rng(0).choice(len(texts), 4, replace=False)
+        fresh = encoder.encode_passages([texts[i] for i in rows])
+        if vectors.shape != (len(texts), encoder.dimension) or np.abs(vectors[rows] - fresh).max() > 1e-4:
+            raise SystemExit(f"{vectors_file} does not hold this encoder's SciFact passage vectors")
+    else:
+        vectors = encode_cached(encoder, texts, REPO / ".ddr" / "cache", show_progress=True)  # the shared cache
     encode_s = time.perf_counter() - started
     store = WORK / "scifact"
     backend = EmbeddedBackend(store)
@@ -368,11 +375,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["scifact", "100k", "all"], default="all")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--scifact-vectors", type=Path, help="a .npy of SciFact passage vectors (rows in corpus order)")
     args = parser.parse_args()
     path = REPORTS / "search.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     report["machine"] = machine()
-    for name, fn in (("scifact", part_scifact), ("100k", part_synthetic)):
+    parts = (("scifact", lambda n: part_scifact(n, args.scifact_vectors)), ("100k", part_synthetic))
+    for name, fn in parts:
         if args.part in (name, "all"):
             load = os.getloadavg()
             result = fn(args.queries)

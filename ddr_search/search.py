@@ -105,15 +105,15 @@ def search(
     weights: dict[str, float] = {}
     dense: ScoredIds = []
     bm25: ScoredIds = []
-    if mode is not SearchMode.BM25:
-        if encoder is None:
-            raise InputError(f"{mode.value} search needs an encoder")
-        with torch_threads(settings.query_threads):
+    with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
+        if mode is not SearchMode.BM25:
+            if encoder is None:
+                raise InputError(f"{mode.value} search needs an encoder")
             encoded = encoder.encode_queries([query], domain=route.encoder_domain, routing=route.routing)
-        weights = encoded.weights[0]
-        dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain)
-    if mode is not SearchMode.DENSE:
-        bm25 = backend.bm25_search(query, depth, domain=route.filter_domain)
+            weights = encoded.weights[0]
+            dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain)
+        if mode is not SearchMode.DENSE:
+            bm25 = backend.bm25_search(query, depth, domain=route.filter_domain)
     if mode is SearchMode.HYBRID:
         fused = fuse([bm25, dense], fusion or fusion_config(settings), k=k)
     elif mode is SearchMode.DENSE:
