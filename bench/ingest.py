@@ -67,7 +67,7 @@ def write_corpus(path: Path, limit: int) -> str:
                     out.write(json.dumps({"id": doc_id, "title": record.get("title", ""), "text": record["text"]}))
                     out.write("\n")
                     written += 1
-    return "SciFact corpus (BEIR)" if sources == [SCIFACT] else "ddr-search demo corpus"
+    return "BEIR SciFact corpus" if sources == [SCIFACT] else "ddr-search demo corpus"
 
 
 def settings_for(home: Path, broker: str | None, queue: str):

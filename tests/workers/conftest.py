@@ -100,6 +100,18 @@ class WorkerProcess:
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
 
+    def busy(self) -> bool:
+        """A batch is running: the log shows more tasks received than finished."""
+        text = self.log.read_text(errors="replace")
+        finished = text.count("] succeeded in ") + text.count("] retry: ") + text.count("raised error: WorkerLostError")
+        return text.count("] received") > finished
+
+    def wait_busy(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.busy():
+            assert time.monotonic() < deadline, f"worker idle for {timeout_s} s"
+            time.sleep(0.05)
+
     def pool_pids(self) -> list[int]:
         return children(self.proc.pid)
 

@@ -6,6 +6,8 @@ Every test has its own DDR_HOME (the embedded backend) and its own queue.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -165,12 +167,11 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
                 time.sleep(0.1)
 
         progress_reaches(2)
+        first.wait_busy()
         (pool,) = first.pool_pids()
-        import os
-        import signal
-
         os.kill(pool, signal.SIGKILL)  # the pool process dies mid-batch: its batch is rejected and requeued
         progress_reaches(jobs.status(job_id).batches_done + 2)
+        first.wait_busy()
         first.sigkill()  # now the whole worker, with a batch in flight and unacknowledged
         assert not jobs.status(job_id).finished
         second = WorkerProcess(env, tmp_path / "worker2.log")
