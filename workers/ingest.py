@@ -10,7 +10,7 @@ import itertools
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,12 +61,14 @@ def submit(
     batch_size: int,
     total: int | None = None,
     source: str = "",
+    skipped: Mapping[str, str] | None = None,
 ) -> str:
     """Enqueue every document that `read()` yields, in batches; returns the job id.
 
     Without `total`, `read` is called twice: once to validate and count (a reader raises InputError
     naming file and line, before anything is recorded or sent), once to publish. A caller that has
-    validated already passes `total`. Raises BrokerUnavailableError.
+    validated already passes `total`; `skipped` (input line -> reason) is kept on the job for
+    `ddr-search status`. Raises BrokerUnavailableError.
     """
     documents = total if total is not None else sum(1 for _ in read())
     if documents == 0:
@@ -75,7 +77,7 @@ def submit(
     check_broker(app)
     jobs.ping()
     job_id = uuid.uuid4().hex
-    jobs.create(job_id, documents=documents, batches=batches, source=source)
+    jobs.create(job_id, documents=documents, batches=batches, source=source, skipped=skipped)
     sent = 0
     try:
         with app.producer_or_acquire() as producer:

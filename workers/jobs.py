@@ -4,13 +4,14 @@ Keys (all expire JOB_TTL_S after the last write):
   ddr:job:<id>           hash  state, documents, batches, created, source, error
   ddr:job:<id>:batches   hash  batch index -> documents indexed (HSET: a redelivered batch counts once)
   ddr:job:<id>:failures  hash  document id -> reason
+  ddr:job:<id>:skipped   hash  input line -> why the reader skipped it (--skip-invalid)
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -50,6 +51,7 @@ class JobStatus:
     batches_done: int
     indexed: int
     failures: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # input lines left out before enqueueing
     source: str = ""
     error: str | None = None
     created: float = 0.0
@@ -76,6 +78,7 @@ class JobStatus:
             "error": self.error,
             "created": self.created,
             "failures": self.failures,
+            "skipped": self.skipped,
         }
 
 
@@ -114,7 +117,15 @@ class JobStore:
         with self._errors():
             self._redis.ping()
 
-    def create(self, job_id: str, *, documents: int, batches: int, source: str = "") -> None:
+    def create(
+        self,
+        job_id: str,
+        *,
+        documents: int,
+        batches: int,
+        source: str = "",
+        skipped: Mapping[str, str] | None = None,
+    ) -> None:
         key = PREFIX + job_id
         with self._errors(), self._redis.pipeline() as pipe:
             pipe.hset(
@@ -128,6 +139,9 @@ class JobStore:
                 },
             )
             pipe.expire(key, JOB_TTL_S)
+            if skipped:
+                pipe.hset(key + ":skipped", mapping=dict(skipped))
+                pipe.expire(key + ":skipped", JOB_TTL_S)
             pipe.execute()
 
     def set_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
@@ -157,7 +171,8 @@ class JobStore:
             pipe.hgetall(key)
             pipe.hvals(key + ":batches")
             pipe.hgetall(key + ":failures")
-            record, done, failures = pipe.execute()
+            pipe.hgetall(key + ":skipped")
+            record, done, failures, skipped = pipe.execute()
         if not record:
             raise UnknownJobError(f"no job {job_id!r} (jobs are kept {JOB_TTL_S // 86400} days)")
         batches = int(record["batches"])
@@ -172,6 +187,7 @@ class JobStore:
             batches_done=len(done),
             indexed=sum(int(n) for n in done),
             failures=dict(failures),
+            skipped=dict(skipped),
             source=record.get("source", ""),
             error=record.get("error"),
             created=float(record.get("created", 0.0)),

@@ -26,10 +26,17 @@ def render(status: JobStatus) -> list[str]:
         lines.append(f"  source: {status.source}")
     if status.error:
         lines.append(f"  error: {status.error}")
+    if status.skipped:
+        lines.append(f"  skipped input lines (--skip-invalid): {len(status.skipped)}")
+        lines.extend(f"    {reason}" for _, reason in sorted(status.skipped.items(), key=_line_number))
     if status.failures:
         lines.append("  failed documents:")
         lines.extend(f"    {doc_id}: {reason}" for doc_id, reason in sorted(status.failures.items()))
     return lines
+
+
+def _line_number(item: tuple[str, str]) -> int:
+    return int(item[0].split()[-1]) if item[0].split()[-1].isdigit() else 0
 
 
 @cli.command("status")

@@ -72,6 +72,7 @@ def enqueue_file(
         batch_size=batch_size,
         total=check.documents,
         source=str(check.path),
+        skipped={f"line {e.line}": str(e) for e in check.skipped},
     )
     status = wait_for(jobs, job_id, progress=True) if wait else None
     return job_id, status, describe_skipped(check.skipped)

@@ -100,9 +100,18 @@ def test_2000_documents_through_ddr_search_ingest_are_each_searchable_once(tmp_p
 
 def test_no_wait_returns_a_job_id_that_status_follows(tmp_path, shared_worker):
     ids = write_corpus(tmp_path / "corpus.jsonl", 50, prefix="w")
+    with (tmp_path / "corpus.jsonl").open("a") as f:
+        f.write('{"id": "w-bad", "text": 7}\n')  # line 51: skipped by the reader, kept on the job
     started = time.monotonic()
     queued = shared_worker.cli(
-        "ingest", str(tmp_path / "corpus.jsonl"), "--no-wait", "--batch-size", "10", "--domain", "nowait"
+        "ingest",
+        str(tmp_path / "corpus.jsonl"),
+        "--no-wait",
+        "--skip-invalid",
+        "--batch-size",
+        "10",
+        "--domain",
+        "nowait",
     )
     assert queued.returncode == 0, queued.stderr[-3000:]
     job_id = queued.stdout.strip()
@@ -112,6 +121,8 @@ def test_no_wait_returns_a_job_id_that_status_follows(tmp_path, shared_worker):
     assert f"job {job_id}: done" in followed.stdout and "indexed 50, failed 0" in followed.stdout
     as_json = json.loads(shared_worker.cli("status", job_id, "--json").stdout)
     assert (as_json["state"], as_json["indexed"], as_json["batches_done"]) == ("done", 50, 5)
+    assert list(as_json["skipped"]) == ["line 51"] and "field 'text'" in as_json["skipped"]["line 51"]
+    assert "skipped input lines (--skip-invalid): 1" in followed.stdout
     assert_exactly_once(shared_worker.home, ids, domain="nowait")
     unknown = shared_worker.cli("status", "no-such-job")
     assert unknown.returncode == 1 and "no job 'no-such-job'" in unknown.stderr
