@@ -139,3 +139,24 @@ def test_broker_lost_mid_publish_marks_the_job_failed_with_how_far_it_got(tmp_pa
         assert direct.llen(queue_name) == 3  # exactly what the record says was published
     finally:
         direct.delete(queue_name)
+
+
+def test_unreachable_job_store_is_a_clear_error_and_nothing_is_enqueued(tmp_path, redis_url, queue_name):
+    import redis
+
+    from ddr_search.cli.worker import enqueue_file
+    from ddr_search.settings import Settings, WorkerSettings
+    from workers.jobs import JobStoreError
+
+    port = closed_port()
+    settings = Settings(
+        home=tmp_path / "home",
+        broker_url=REDIS_URL,
+        workers=WorkerSettings(queue=queue_name, jobs_url=f"redis://:s3cret@localhost:{port}/0"),
+    )
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus(corpus, 20)
+    with pytest.raises(JobStoreError, match=rf"cannot reach the Redis job store at localhost:{port}/0") as raised:
+        enqueue_file(settings, corpus, domain=None, skip_invalid=False, batch_size=10, wait=False)
+    assert "s3cret" not in str(raised.value)
+    assert redis.Redis.from_url(REDIS_URL).llen(queue_name) == 0
