@@ -148,7 +148,6 @@ def create_app(settings: Settings, make_encoder: MakeEncoder, make_backend: Make
         try:
             encoder, backend = parts.encoder_and_backend()
             outcome = index_batch(documents, encoder, backend, batch_size=len(documents) or 1)
-            parts.jobs().record_batch(job_id, index, outcome.indexed, outcome.failures)
         except TRANSIENT_ERRORS as e:
             if self.request.retries < self.max_retries:
                 delay = backoff_s(self.request.retries)
@@ -156,7 +155,15 @@ def create_app(settings: Settings, make_encoder: MakeEncoder, make_backend: Make
                 raise self.retry(exc=e, countdown=delay) from e
             reason = f"gave up after {self.max_retries} retries: {type(e).__name__}: {e}"
             outcome = BatchOutcome.all_failed(documents, reason)
+        except Exception as e:
+            # A broken worker (no model, bad settings): the job must still finish, saying why.
+            outcome = BatchOutcome.all_failed(documents, f"worker error: {type(e).__name__}: {e}")
             parts.jobs().record_batch(job_id, index, outcome.indexed, outcome.failures)
+            raise
+        try:
+            parts.jobs().record_batch(job_id, index, outcome.indexed, outcome.failures)
+        except TRANSIENT_ERRORS as e:  # the job store is down: redo the (idempotent) batch later
+            raise self.retry(exc=e, countdown=backoff_s(self.request.retries)) from e
         return {"indexed": outcome.indexed, "failed": len(outcome.failures)}
 
     return app

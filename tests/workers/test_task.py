@@ -162,3 +162,24 @@ def test_without_a_broker_the_same_batch_code_runs_in_process(encoder, backend):
     result = run_inline(documents, encoder, backend, batch_size=3)
     assert (result.documents, result.indexed, list(result.failures)) == (8, 7, ["e"])
     assert backend.count() == 7
+
+
+def test_a_broken_worker_still_finishes_the_job_saying_why(redis_url):
+    from ddr_search.settings import Settings, WorkerSettings
+    from workers.app import EMBED_TASK, create_app
+
+    def no_model():
+        raise FileNotFoundError("no model at /nowhere")
+
+    settings = Settings(broker_url=REDIS_URL, workers=WorkerSettings(jobs_url=REDIS_URL))
+    app = create_app(settings, no_model, lambda dimension: None)
+    app.conf.task_always_eager = True
+    jobs, job_id = new_job(2, 1)
+    result = app.tasks[EMBED_TASK].apply(args=[job_id, 0, payloads(2)])
+    assert isinstance(result.result, FileNotFoundError)  # raised, so Celery logs the traceback too
+    status = jobs.status(job_id)
+    assert (status.state.value, status.indexed) == ("done", 0)
+    assert status.failures == {
+        "p0": "worker error: FileNotFoundError: no model at /nowhere",
+        "p1": "worker error: FileNotFoundError: no model at /nowhere",
+    }
