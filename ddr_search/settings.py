@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ddr_search.types import RoutingMode
@@ -74,6 +75,19 @@ class Settings(BaseSettings):
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_opensearch_names(cls, data: object) -> object:
+        """Also accept DESIGN.md's flat names (DDR_OPENSEARCH_URL, ...); the nested `__` form wins."""
+        if not isinstance(data, dict) or isinstance(data.get("opensearch"), OpenSearchSettings):
+            return data
+        section = dict(data.get("opensearch") or {})
+        for field in ("url", "username", "password", "ca_file", "aws_region"):
+            value = os.environ.get(f"DDR_OPENSEARCH_{field.upper()}")
+            if value is not None:
+                section.setdefault(field, value)
+        return {**data, "opensearch": section} if section else data
 
     @property
     def embedded_dir(self) -> Path:
