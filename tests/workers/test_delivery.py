@@ -152,7 +152,7 @@ def test_invalid_document_is_reported_and_the_rest_of_its_batch_indexed(shared_w
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeypatch, broker, queue_name, request):
-    """Kill a pool process, then the whole worker (main + pool), mid-job; a new worker finishes the job."""
+    """Kill a pool process (Redis), then the whole worker (main + pool), mid-batch; a new worker finishes."""
     from ddr_search.cli.worker import build_app, build_jobs
     from ddr_search.data.documents import read_documents
     from ddr_search.settings import Settings
@@ -160,9 +160,9 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
 
     url = request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url")
     # Redis redelivers a dead worker's batch after the visibility timeout: short here, 600 s by default.
-    env = worker_env(tmp_path / "home", url, queue_name, DDR_WORKERS__VISIBILITY_TIMEOUT_S="20")
+    env = worker_env(tmp_path / "home", url, queue_name, DDR_WORKERS__VISIBILITY_TIMEOUT_S="12")
     use_env(monkeypatch, env)
-    ids = write_corpus(tmp_path / "corpus.jsonl", 400)
+    ids = write_corpus(tmp_path / "corpus.jsonl", 300)
     settings = Settings()
     jobs = build_jobs(settings)
     first = WorkerProcess(env, tmp_path / "worker1.log")
@@ -178,17 +178,19 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
                 time.sleep(0.1)
 
         progress_reaches(2)
-        first.wait_busy()
-        (pool,) = first.pool_pids()
-        os.kill(pool, signal.SIGKILL)  # the pool process dies mid-batch: its batch is rejected and requeued
-        progress_reaches(jobs.status(job_id).batches_done + 2)
+        if broker == "redis":  # the requeue-on-loss path is Celery's own; once is enough (a model reload)
+            first.wait_busy()
+            (pool,) = first.pool_pids()
+            os.kill(pool, signal.SIGKILL)  # the pool process dies mid-batch: its batch is rejected, requeued
+            progress_reaches(jobs.status(job_id).batches_done + 2)
         first.wait_busy()
         first.sigkill()  # now the whole worker, with a batch in flight and unacknowledged
         assert not jobs.status(job_id).finished
         second = WorkerProcess(env, tmp_path / "worker2.log")
         status = wait(jobs, job_id, progress=False, timeout_s=240)
-        assert (status.state.value, status.indexed, status.failures) == ("done", 400, {})
-        assert "WorkerLostError" in (tmp_path / "worker1.log").read_text()
+        assert (status.state.value, status.indexed, status.failures) == ("done", 300, {})
+        if broker == "redis":
+            assert "WorkerLostError" in (tmp_path / "worker1.log").read_text()
     finally:
         first.stop()
         if second is not None:
