@@ -37,6 +37,7 @@ REPORTS = REPO / "bench" / "reports"
 WORK = REPO / ".ddr" / "bench-search"
 SYNTHETIC_SIZE = 100_000
 DIMENSION = 384
+NAMES = ("scifact", "100k", "scifact_onnx_int8", "100k_onnx_int8")  # report sections: corpus [+ encoder]
 
 
 def machine() -> dict[str, object]:
@@ -110,18 +111,29 @@ def load_queries(limit: int) -> tuple[dict[str, str], dict[str, dict[str, int]]]
     return chosen, {q: qrels[q] for q in chosen}
 
 
-def part_scifact(limit: int, vectors_file: Path | None = None) -> dict[str, object]:
+def load_encoder(onnx_dir: Path | None):  # type: ignore[no-untyped-def]
+    """The frozen torch encoder, or an ONNX Runtime export of it (int8 when exported), 1 thread a query."""
+    if onnx_dir is None:
+        from ddr_search.model.encoder import TorchEncoder
+
+        return TorchEncoder.load(None)
+    from onnx_export.runtime import OrtEncoder
+
+    return OrtEncoder.load(onnx_dir, query_threads=1)
+
+
+def part_scifact(limit: int, vectors_file: Path | None = None, onnx_dir: Path | None = None) -> dict[str, object]:
     import ir_measures
     from ir_measures import nDCG
 
     from connectors.embedded import EmbeddedBackend
-    from ddr_search.model.encoder import TorchEncoder, passage_text
+    from ddr_search.model.encoder import passage_text
     from ddr_search.settings import SearchSettings
     from ddr_search.training.corpus import read_corpus
     from ddr_search.training.passages import encode_cached
     from ddr_search.types import Document, IndexedDocument
 
-    encoder = TorchEncoder.load(None)
+    encoder = load_encoder(onnx_dir)
     docs = read_corpus(SCIFACT / "corpus.jsonl")
     texts = [passage_text(d.title, d.text) for d in docs]
     started = time.perf_counter()
@@ -149,7 +161,8 @@ def part_scifact(limit: int, vectors_file: Path | None = None) -> dict[str, obje
         write_s = time.perf_counter() - started
     else:
         write_s = None
-    shutil.rmtree(store / "cache", ignore_errors=True)  # time a real build: what the first search waits for
+    if onnx_dir is None:  # time a real build (what the first search waits for) once, in the torch run
+        shutil.rmtree(store / "cache", ignore_errors=True)
     started = time.perf_counter()
     backend.refresh()
     snapshot_s = time.perf_counter() - started
@@ -190,13 +203,12 @@ def synthetic_texts(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def part_synthetic(limit: int) -> dict[str, object]:
+def part_synthetic(limit: int, onnx_dir: Path | None = None) -> dict[str, object]:
     from connectors.embedded import EmbeddedBackend
-    from ddr_search.model.encoder import TorchEncoder
     from ddr_search.settings import SearchSettings
     from ddr_search.types import Document, IndexedDocument
 
-    encoder = TorchEncoder.load(None)
+    encoder = load_encoder(onnx_dir)
     store = WORK / "synthetic-100k"
     backend = EmbeddedBackend(store)
     write_s = None
@@ -214,7 +226,8 @@ def part_synthetic(limit: int) -> dict[str, object]:
                 ]
             )
         write_s = time.perf_counter() - started
-    shutil.rmtree(store / "cache", ignore_errors=True)  # time a real build: what the first search waits for
+    if onnx_dir is None:  # time a real build (what the first search waits for) once, in the torch run
+        shutil.rmtree(store / "cache", ignore_errors=True)
     started = time.perf_counter()
     backend.refresh()
     snapshot_s = time.perf_counter() - started
@@ -307,7 +320,7 @@ def write_reports(report: dict[str, object]) -> None:
         "BM25 q/s (top 10) | load avg at start |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("scifact", "100k"):
+    for name in NAMES:
         part = report.get(name)
         if not part:
             continue
@@ -318,6 +331,12 @@ def write_reports(report: dict[str, object]) -> None:
             f"{stages['bm25_top100']['p50']:.1f} | {part['bm25_queries_per_s_top10']:.0f} | "
             f"{part['load_average_at_start'][0]:.1f} |"
         )
+    if report.get("scifact_onnx_int8"):
+        lines += [
+            "",
+            f"SciFact NDCG@10 with the int8 ONNX query encoder: "
+            f"{report['scifact_onnx_int8']['ndcg@10_hybrid_min_max_0.5']:.3f}.",
+        ]
     if report.get("scifact"):
         lines += [
             "",
@@ -354,7 +373,7 @@ def plot(report: dict[str, object]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = [(n, report[n]) for n in ("scifact", "100k") if report.get(n)]
+    parts = [(n, report[n]) for n in NAMES if report.get(n)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, part in parts:
         samples = np.sort(part["samples_hybrid_ms"])
@@ -385,19 +404,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["scifact", "100k", "all", "none"], default="all")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--onnx", type=Path, help="an ONNX export folder: measure its (int8) query encoder")
     parser.add_argument("--scifact-vectors", type=Path, help="a .npy of SciFact passage vectors (rows in corpus order)")
     args = parser.parse_args()
     path = REPORTS / "search.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     report["machine"] = machine()
-    parts = (("scifact", lambda n: part_scifact(n, args.scifact_vectors)), ("100k", part_synthetic))
+    suffix = "" if args.onnx is None else "_onnx_int8"
+    parts = (
+        ("scifact", lambda n: part_scifact(n, args.scifact_vectors, args.onnx)),
+        ("100k", lambda n: part_synthetic(n, args.onnx)),
+    )
     if args.part == "none":  # only re-render the report from the JSON
         write_reports(report)
-    for name, fn in parts:
-        if args.part in (name, "all"):
+    for base, fn in parts:
+        name = base + suffix
+        if args.part in (base, "all"):
             load = os.getloadavg()
             result = fn(args.queries)
             result["load_average_at_start"] = load
+            result["query_encoder"] = "torch fp32" if args.onnx is None else "onnx int8"
             report[name] = result
             print(
                 f"{name}: {result['documents']:,} docs  hybrid p50 {result['hybrid_ms']['p50']:.1f} ms  "
