@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from click.testing import CliRunner
 
 from ddr_search.cli.main import cli
@@ -33,3 +34,19 @@ def test_export_command_refuses_a_folder_that_is_not_an_export(tiny_backbone, tm
     assert result.exit_code == 1
     assert "is not an ONNX export" in result.output
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_export_without_a_store_serves_the_frozen_backbone(tiny_backbone, tmp_path, monkeypatch):
+    from onnx_export.runtime import OrtEncoder
+
+    monkeypatch.delenv("DDR_MODULES", raising=False)
+    out = tmp_path / "onnx"
+    result = CliRunner().invoke(cli, ["export", "--backbone", str(tiny_backbone), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = read_export_manifest(out)
+    assert manifest.store_version == "none" and manifest.module_names == []
+    assert [g.file for g in manifest.graphs.values()] == ["fp32/passage.onnx"]  # no modules: no router
+    encoder = OrtEncoder.load(out, store=None)
+    encoding = encoder.encode_queries(["a query"])
+    assert encoding.weights == [{}]
+    assert np.allclose(encoding.vectors, encoder.encode_passages(["a query"]), atol=1e-6)

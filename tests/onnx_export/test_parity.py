@@ -91,7 +91,7 @@ def test_domain_encoder_matches_torch_with_that_module_alone(sessions, model, mo
         passage = model(ids, mask).numpy()
     (got,) = _run(sessions(Role.QUERY_DOMAIN, module), ids, mask)
     assert np.abs(got - expected).max() <= TOLERANCE
-    assert np.abs(got - passage).max() > 100 * TOLERANCE  # the domain prefix really is in the graph
+    assert np.abs(got - passage).max() > 10 * TOLERANCE  # the domain prefix really is in the graph
 
 
 @pytest.mark.parametrize("lengths", BATCHES, ids=lambda b: "x".join(map(str, b)))

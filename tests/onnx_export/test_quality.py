@@ -9,13 +9,13 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-QUERIES = 100  # SciFact test queries used, with every document they judge
-CORPUS = 400  # documents in the subset: the judged ones plus random distractors
+QUERIES = 150  # SciFact test queries used, with every document they judge
+CORPUS = 300  # documents in the subset: the judged ones plus random distractors
 
 
 @pytest.fixture(scope="module")
 def scifact(shared_data):
-    """A SciFact slice: 100 test queries, all their relevant documents, and distractors up to 400."""
+    """A SciFact slice: 150 test queries, all their relevant documents, and distractors up to 300."""
     from ddr_search.data.beir import load_beir
 
     corpus, queries, qrels = load_beir(shared_data / "beir" / "scifact", "test")
@@ -55,6 +55,6 @@ def test_ndcg_int8_within_001_of_fp32_and_fp32_equal_to_torch(torch_encoder, ort
     fp32_ndcg = _ndcg(ort_fp32, scifact)
     int8_ndcg = _ndcg(ort_int8, scifact)
     print(f"SciFact slice NDCG@10: torch {torch_ndcg:.4f}, ORT fp32 {fp32_ndcg:.4f}, ORT int8 {int8_ndcg:.4f}")
-    assert torch_ndcg > 0.3  # a sane retriever, so the comparisons mean something
+    assert torch_ndcg > 0.5  # a sane retriever (the frozen backbone scores ~0.65 on all of SciFact)
     assert abs(fp32_ndcg - torch_ndcg) <= 0.001
     assert abs(int8_ndcg - fp32_ndcg) <= 0.01
