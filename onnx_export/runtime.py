@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 
-def _load_tokenizer(directory: Path, manifest: ExportManifest, verify: bool) -> Tokenizer:
+def _load_tokenizers(directory: Path, manifest: ExportManifest, verify: bool) -> dict[int, Tokenizer]:
+    """One tokenizer per max length: a shared one re-configured per call would race between threads."""
     from tokenizers import Tokenizer
 
     path = directory / TOKENIZER_DIR / "tokenizer.json"
@@ -47,10 +48,21 @@ def _load_tokenizer(directory: Path, manifest: ExportManifest, verify: bool) -> 
         verify_file(directory, f"{TOKENIZER_DIR}/tokenizer.json", manifest.tokenizer_files["tokenizer.json"])
     if not path.exists():
         raise ExportError(f"{path} is missing: the export has no fast tokenizer; re-run `ddr-search export`")
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_truncation()
-    tokenizer.enable_padding(pad_id=manifest.pad_token_id, pad_token=manifest.pad_token)
-    return tokenizer
+    tokenizers = {}
+    for max_length in {manifest.max_passage_length, manifest.max_query_length}:
+        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer.enable_truncation(max_length=max_length)
+        tokenizer.enable_padding(pad_id=manifest.pad_token_id, pad_token=manifest.pad_token)
+        tokenizers[max_length] = tokenizer
+    return tokenizers
+
+
+def _copy_with_truncation(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.enable_truncation(max_length=max_length)
+    return copy
 
 
 class OrtEncoder:
@@ -82,7 +94,7 @@ class OrtEncoder:
         self.verify = verify
         self.max_passage_length = manifest.max_passage_length
         self.max_query_length = manifest.max_query_length
-        self._tokenizer = _load_tokenizer(self.directory, manifest, verify)
+        self._tokenizers = _load_tokenizers(self.directory, manifest, verify)
         self._sessions: dict[tuple[str, int], onnxruntime.InferenceSession] = {}
         self._lock = threading.Lock()
 
@@ -198,8 +210,10 @@ class OrtEncoder:
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask [B, T], padded to the longest text: the same ids as the HF tokenizer."""
-        self._tokenizer.enable_truncation(max_length=max_length)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        tokenizer = self._tokenizers.get(max_length)
+        if tokenizer is None:  # an unusual length (tests, tools): a private copy, never a shared one
+            tokenizer = _copy_with_truncation(next(iter(self._tokenizers.values())), max_length)
+        encodings = tokenizer.encode_batch(list(texts))
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask
