@@ -148,11 +148,17 @@ def _child_upsert(backend: EmbeddedBackend) -> None:
     backend.upsert([make(i) for i in range(1, 6)])
 
 
-def test_float16_scoring_with_exact_rescoring_matches_exact_search(backend, monkeypatch):
-    """Large stores score in float16 (when torch is loaded) and rescore: same ids, exact scores."""
-    import torch  # noqa: F401  (the fast path is used only where torch is already loaded)
+@pytest.mark.parametrize("kernel", ["int8", "float16"])
+def test_coarse_scoring_with_exact_rescoring_matches_exact_search(backend, monkeypatch, kernel):
+    """Large stores score coarsely (int8, else float16; when torch is loaded) and rescore exactly."""
+    import torch  # the fast path is used only where torch is already loaded
 
     from connectors.embedded import snapshot
+
+    if kernel == "float16":
+        monkeypatch.setattr(snapshot, "_int8_scorer", lambda torch, vectors: None)
+    else:
+        assert snapshot._int8_scorer(torch, np.ones((2, 4), np.float32)) is not None, "int8 kernel missing"
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3000, 64)).astype(np.float32)
@@ -165,11 +171,11 @@ def test_float16_scoring_with_exact_rescoring_matches_exact_search(backend, monk
     )
     for query in rng.standard_normal((5, 64)).astype(np.float32):
         for domain in (None, "odd"):
-            monkeypatch.setattr(snapshot, "HALF_PRECISION_FROM", 10**9)
+            monkeypatch.setattr(snapshot, "COARSE_FROM", 10**9)
             exact = backend.dense_search(query, 100, domain=domain)
-            monkeypatch.setattr(snapshot, "HALF_PRECISION_FROM", 0)
+            monkeypatch.setattr(snapshot, "COARSE_FROM", 0)
             fast = backend.dense_search(query, 100, domain=domain)
-            assert backend.snapshot()._half is not None
+            assert backend.snapshot()._coarse is not None
             assert [i for i, _ in fast] == [i for i, _ in exact]
             assert [s for _, s in fast] == pytest.approx([s for _, s in exact], abs=1e-6)
             if domain:
