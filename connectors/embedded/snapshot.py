@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,8 +68,8 @@ class Snapshot:
         the bandwidth-bound float32 product; float16 where the int8 kernel is missing), then the best
         `k + max(k, RESCORE_MARGIN)` rows are rescored exactly in float32: returned scores are exact,
         and the order is exact unless the coarse error exceeds the margin's score gap (it never did in
-        the tests or the 300 benchmark queries). Used only when torch is already loaded (a torch query
-        encoder loads it), so a process without it never pays torch's import: one float32 product.
+        the tests or the 300 benchmark queries). Smaller stores use one float32 product (torch's import
+        would cost more than it saves).
         """
         if len(self) == 0 or k <= 0:
             return []
@@ -94,10 +93,13 @@ class Snapshot:
         return [(str(self.ids[candidates[i]]), float(exact[i])) for i in order]
 
     def _coarse_scorer(self) -> Callable[[np.ndarray], np.ndarray] | None:
-        torch = sys.modules.get("torch")
-        if torch is None or len(self) < COARSE_FROM:
+        if len(self) < COARSE_FROM:
             return None
         if self._coarse is None:
+            try:  # a dependency of the package; imported here, so small stores and bm25 never load it
+                import torch
+            except ImportError:
+                return None
             self._coarse = _int8_scorer(torch, self.vectors) or _half_scorer(torch, self.vectors)
         return self._coarse
 

@@ -151,7 +151,7 @@ def _child_upsert(backend: EmbeddedBackend) -> None:
 @pytest.mark.parametrize("kernel", ["int8", "float16"])
 def test_coarse_scoring_with_exact_rescoring_matches_exact_search(backend, monkeypatch, kernel):
     """Large stores score coarsely (int8, else float16; when torch is loaded) and rescore exactly."""
-    import torch  # the fast path is used only where torch is already loaded
+    import torch
 
     from connectors.embedded import snapshot
 
