@@ -85,6 +85,8 @@ def configs():
     # Sized for 2 shared CPU cores (each step ~3.5 s under load): NFCorpus and DR use a seeded sample.
     domains = TrainConfig(epochs=4, batch_size=32, patience=2, max_query_length=64, max_examples=640)
     domains.lr.update(domain=5e-3, router=1e-2)
+    # NFCorpus: ~40 graded positives per query; DESIGN.md 8 found the SciFact-sized step hurt it.
+    domains.lr["domain:nfcorpus"] = 1e-3
     label_free = TrainConfig(epochs=1, batch_size=32, patience=2, max_query_length=64, dev_fraction=0.02,
                              max_examples=1200, eval_every=13)
     label_free.lr.update(domain=2e-3)

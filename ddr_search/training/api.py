@@ -237,8 +237,8 @@ def train_domains(
             model.add_domain_module(d)
     version = passage_encoder(model, loaded).version
     modules = sorted({m for d in domains for m in model.domain_map[d]})
-    groups = [{"name": f"domain:{m}", "params": _trainable(model.domain_modules[m]), "lr": config.lr_for("domain")}
-              for m in modules]
+    groups = [{"name": f"domain:{m}", "params": _trainable(model.domain_modules[m]),
+               "lr": config.lr_for("domain", m)} for m in modules]
     rows = [model.module_names.index(m) for m in modules]
     groups.append({"name": "router", "params": _trainable(model.router), "lr": config.lr_for("router")})
     task, counts = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows, dev=dev,
@@ -247,7 +247,11 @@ def train_domains(
     _freeze(model)
     if passage_encoder(model, loaded).version != version:
         raise AssertionError("phase 2 changed the passage encoder")
-    notes = {m: {**config.to_notes(), **result.notes(), **counts, "domains": ",".join(domains)} for m in modules}
+    notes = {}
+    for m in modules:
+        own = next((p for d, p in result.part_best.items() if model.domain_map.get(d) == [m]), None)
+        extra = {"dev_after": round(own["dev"], 4), "best_step": own["step"]} if own else {}
+        notes[m] = {**config.to_notes(), **result.notes(), **counts, "domains": ",".join(domains), **extra}
     save_store(model, out, notes=notes)
     return model, result
 

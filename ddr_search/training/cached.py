@@ -56,10 +56,26 @@ class CachedQueryTask:
         self.routed = routed and len(model.module_names) > 0
         self.router_rows = list(router_rows) if router_rows is not None else None
         self.router_trains = any(g["name"] == "router" for g in groups)
+        self.last_parts: dict[str, float] = {}
         if self.router_trains and self.router_rows is not None:
             keep = torch.zeros(model.router.weight.shape[0], 1)
             keep[self.router_rows] = 1.0
             model.router.weight.register_hook(lambda grad: grad * keep)
+
+    def part_keys(self) -> dict[str, list[str]]:
+        """Each domain's own module tensors: under prior routing they never affect another domain,
+        so each keeps the step where *its* dev score was best. Only when every module serves one domain."""
+        if not self.routed:
+            return {}
+        parts: dict[str, list[str]] = {}
+        for domain in sorted({e.domain for e in self.dev_examples}):
+            modules = self.model.domain_map.get(domain, [])
+            names = [f"domain:{m}" for m in modules]
+            if len(modules) != 1 or any(len(self.model.domain_map.get(d, [])) > 1 for d in self.model.domain_map):
+                return {}
+            parts[domain] = [f"{g['name']}.{i}" for g in self.groups if g["name"] in names
+                             for i in range(len(g["params"]))]
+        return {d: k for d, k in parts.items() if k} if len(parts) > 1 else {}
 
     # -- Task protocol ---------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, object]]:
@@ -124,4 +140,5 @@ class CachedQueryTask:
             vectors = torch.cat([self.encode(examples[i : i + 64])[0] for i in range(0, len(examples), 64)])
             matrix = (vectors @ self.candidates[domain].T).numpy()
             scores.append(ndcg_at_10(matrix, [e.positives for e in examples]))
+            self.last_parts[domain] = scores[-1]
         return float(np.mean(scores))

@@ -33,7 +33,10 @@ class TrainConfig:
     show_progress: bool = True
     grad_clip: float = 1.0
 
-    def lr_for(self, group: str) -> float:
+    def lr_for(self, group: str, name: str | None = None) -> float:
+        """A module-specific rate ("domain:nfcorpus") wins over its kind's ("domain")."""
+        if name is not None and f"{group}:{name}" in self.lr:
+            return float(self.lr[f"{group}:{name}"])
         return float(self.lr[group])
 
     def to_notes(self) -> dict[str, str | int | float]:

@@ -54,6 +54,7 @@ class TrainResult:
     seconds_per_step: float
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    part_best: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def notes(self) -> dict[str, str | int | float]:
         return {
@@ -75,6 +76,23 @@ def _save(path: Path, payload: dict[str, object]) -> None:
 
 def _snapshot(task: Task) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in task.trainable_state().items()}
+
+
+def _parts(task: Task) -> dict[str, list[str]]:
+    """Optional: independent parts of the task (e.g. one domain module each) chosen by their own dev score."""
+    return dict(getattr(task, "part_keys", dict)())
+
+
+def _update_parts(task: Task, step: int, best_parts: dict[str, dict[str, object]], min_delta: float) -> None:
+    scores = getattr(task, "last_parts", {})
+    state = None
+    for part, keys in _parts(task).items():
+        if part not in scores:
+            continue
+        if part not in best_parts or scores[part] > best_parts[part]["dev"] + min_delta:
+            state = state or task.trainable_state()
+            best_parts[part] = {"dev": scores[part], "step": step,
+                                "state": {k: state[k].detach().clone() for k in keys}}
 
 
 def train(task: Task, config: TrainConfig) -> TrainResult:
@@ -112,11 +130,14 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         baseline, best = saved["baseline"], saved["best"]
         best_step, best_state = saved["best_step"], saved["best_state"]
         history, elapsed = saved["history"], saved["elapsed"]
+        best_parts = saved["best_parts"]
         torch.set_rng_state(saved["rng"])
     else:
         baseline = best = task.evaluate()
         best_step, best_state = 0, _snapshot(task)
-        history.append({"step": 0, "dev": baseline})
+        history.append({"step": 0, "dev": baseline, **_part_scores(task)})
+        best_parts = {}
+        _update_parts(task, 0, best_parts, config.min_delta)
 
     def save() -> None:
         if checkpoint is not None:
@@ -124,6 +145,7 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
                 "trainable": task.trainable_state(), "optimizer": optimizer.state_dict(), "step": step,
                 "bad": bad, "stopped": stopped, "baseline": baseline, "best": best, "best_step": best_step,
                 "best_state": best_state, "history": history, "elapsed": elapsed, "rng": torch.get_rng_state(),
+                "best_parts": best_parts,
             })
 
     bar = tqdm(total=total, initial=step, desc="training", unit="step", disable=not config.show_progress)
@@ -154,7 +176,8 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         bar.set_postfix(loss=f"{loss_value:.4f}", steps_per_s=f"{rate:.2f}")
         if step % eval_every == 0 or step == total:
             dev = task.evaluate()
-            history.append({"step": step, "dev": dev, "loss": loss_value})
+            history.append({"step": step, "dev": dev, "loss": loss_value, **_part_scores(task)})
+            _update_parts(task, step, best_parts, config.min_delta)
             if dev > best + config.min_delta:
                 best, best_step, best_state, bad = dev, step, _snapshot(task), 0
             else:
@@ -164,9 +187,19 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
             bar.set_postfix(loss=f"{loss_value:.4f}", dev=f"{dev:.4f}", best=f"{best:.4f}")
             save()
     bar.close()
-    task.load_trainable_state(best_state)
+    # Independent parts (domain modules under prior routing) each keep their own best-on-dev step;
+    # shared tensors (the router) keep the step with the best mean.
+    final = dict(best_state)
+    for part in best_parts.values():
+        final.update(part["state"])
+    task.load_trainable_state(final)
     done = step
     return TrainResult(
         baseline_dev=baseline, best_dev=best, best_step=best_step, steps=done, seconds=elapsed,
         seconds_per_step=elapsed / max(1, done), stopped_early=stopped, history=history,
+        part_best={name: {"dev": float(p["dev"]), "step": int(p["step"])} for name, p in best_parts.items()},
     )
+
+
+def _part_scores(task: Task) -> dict[str, float]:
+    return {f"dev:{k}": float(v) for k, v in getattr(task, "last_parts", {}).items()}
