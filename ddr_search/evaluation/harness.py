@@ -218,6 +218,8 @@ def evaluate(
     routing = RoutingMode(routing) if routing is not None else None
     if method is Method.DENSE and (modules is not None or routing is not None or domain is not None):
         raise InputError("dense is the frozen backbone: use --method ddr (or hybrid) with --modules for routing")
+    if method is Method.HYBRID and encoder is None and modules is None and (routing or domain) is not None:
+        raise InputError("routing and --domain need modules: add --modules STORE (hybrid then fuses BM25 with ddr)")
     if method is Method.DDR and encoder is None and modules is None:
         raise InputError("ddr needs a module store: pass --modules STORE (or an encoder)")
     if method is Method.BM25 and (modules is not None or encoder is not None):

@@ -97,8 +97,19 @@ def test_inconsistent_options_are_refused(scifact_slice: Path) -> None:
         evaluate(scifact_slice, "ddr", show_progress=False)
     with pytest.raises(InputError, match="frozen backbone"):
         evaluate(scifact_slice, "dense", domain="scifact", show_progress=False)
+    with pytest.raises(InputError, match="need modules"):
+        evaluate(scifact_slice, "hybrid", routing="soft", show_progress=False)
     with pytest.raises(ValueError):
         evaluate(scifact_slice, "splade", show_progress=False)
+
+
+def test_bm25_and_the_encoder_see_the_same_passage_text() -> None:
+    from ddr_search.evaluation.harness import passage_texts
+    from ddr_search.model.encoder import passage_text
+
+    corpus = {"a": {"title": "Vitamin D", "text": "reduces fractures"}, "b": {"title": "", "text": " no title "}}
+    _, texts = passage_texts(corpus)
+    assert texts == [passage_text(d["title"], d["text"]) for d in corpus.values()]
 
 
 @pytest.mark.slow
