@@ -289,7 +289,7 @@ def dense_kernels(matrix: np.ndarray, query: np.ndarray, repeats: int = 30) -> d
 
     out = {
         "numpy_float32_matvec, BLAS (matrix @ q)": clock(lambda: matrix @ query),
-        "numpy_float32_einsum (below 20k docs, or without torch)": clock(lambda: _matvec(matrix, query)),
+        "numpy_float32_einsum (in use below 20k docs)": clock(lambda: _matvec(matrix, query)),
     }
     half = torch.from_numpy(matrix.astype(np.float16))
     q16 = torch.from_numpy(query).to(torch.float16)
@@ -318,10 +318,11 @@ def write_reports(report: dict[str, object]) -> None:
         f"torch {report['machine']['torch']}, bm25s {report['machine']['bm25s']}. "
         "Single torch thread per query. Each query runs alone, query encoding included.",
         "",
-        "**Measured on a shared machine**: five other engineers' jobs ran on the same 2 cores (load average "
-        "in the table, 2.0 = fully busy), which slows every stage several-fold; DESIGN.md section 7 measured "
-        "single-query encoding at 11-15 ms on an idle machine, against the ~50-60 ms here. Read these as upper "
-        "bounds and rerun `python bench/search.py` on an idle machine for the target comparison.",
+        "**Measured on a shared machine**: other engineers' jobs ran on the same 2 cores (the load average "
+        "at the start of each run is in the table; 2.0 = both cores busy), which slows every stage, most of "
+        "all query encoding. The runs with load near 1-3 are the representative ones; rerun "
+        "`python bench/search.py` (and with `--onnx DIR` after `ddr-search export --int8 --out DIR`) on an "
+        "idle machine to compare.",
         "",
         "| corpus | documents | hybrid p50 ms | hybrid p95 ms | encode p50 | dense p50 | BM25 p50 | "
         "BM25 q/s (top 10) | load avg at start |",
@@ -347,7 +348,8 @@ def write_reports(report: dict[str, object]) -> None:
     if report.get("scifact"):
         lines += [
             "",
-            f"SciFact NDCG@10 of these hybrid runs: {report['scifact']['ndcg@10_hybrid_min_max_0.5']:.3f} "
+            "SciFact NDCG@10 of the hybrid run with the torch fp32 query encoder: "
+            f"{report['scifact']['ndcg@10_hybrid_min_max_0.5']:.3f} "
             "(DESIGN.md section 7: 0.728).",
         ]
     if report.get("100k"):
@@ -360,12 +362,16 @@ def write_reports(report: dict[str, object]) -> None:
             "|---|---|",
         ]
         lines += [f"| {k} | {v:.1f} |" for k, v in part["dense_kernels_ms"].items()]
-        lines += [
-            "",
-            f"int8 coarse scoring + exact rescoring (the path in use) returned the same top 100 (ids and order) "
-            f"as exact float32 search for "
-            f"{100 * part['coarse_top100_identical_to_exact']:.0f}% of the queries.",
-        ]
+        lines += (
+            []
+            if "coarse_top100_identical_to_exact" not in part
+            else [
+                "",
+                f"int8 coarse scoring + exact rescoring (the path in use) returned the same top 100 (ids and order) "
+                f"as exact float32 search for "
+                f"{100 * part['coarse_top100_identical_to_exact']:.0f}% of the queries.",
+            ]
+        )
         lines += [
             "",
             f"100k store: snapshot build {part['snapshot_build_s']:.1f} s, load {part['snapshot_load_s']:.2f} s.",
@@ -388,6 +394,7 @@ def plot(report: dict[str, object]) -> None:
         left.plot(samples, np.linspace(0, 1, len(samples)), label=f"{name} ({part['documents']:,} docs)")
     left.axvline(20, color="grey", linestyle="--", label="20 ms target")
     left.set_xlabel("hybrid query latency, ms (encoding included)")
+    left.set_xlim(0, min(100, max(max(p["samples_hybrid_ms"]) for _, p in parts)))
     left.set_ylabel("fraction of queries")
     left.set_title("Latency distribution (CDF)")
     left.legend()
@@ -400,7 +407,7 @@ def plot(report: dict[str, object]) -> None:
         bottom += values
     rest = np.array([max(p["hybrid_ms"]["p50"] - b, 0) for (_, p), b in zip(parts, bottom, strict=True)])
     right.bar(x, rest, bottom=bottom, label="fusion + fetch + overhead")
-    right.set_xticks(x, [n for n, _ in parts])
+    right.set_xticks(x, [n.replace("_onnx_int8", "\nONNX int8") for n, _ in parts])
     right.set_ylabel("median ms")
     right.set_title("Where the median hybrid query spends its time")
     right.legend(fontsize=8)
