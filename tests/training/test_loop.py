@@ -52,14 +52,14 @@ def test_each_part_keeps_its_own_best_step():
     result = train(task, config)
     assert result.steps == 6
     assert result.part_best == {"a": {"dev": 0.0, "step": 2}, "b": {"dev": 0.0, "step": 4}}
-    assert round(float(task.a) / 0.1) == 2 and round(float(task.b) / 0.1) == 4
+    assert round(float(task.a.detach()) / 0.1) == 2 and round(float(task.b.detach()) / 0.1) == 4
 
 
 def test_early_stopping_and_baseline_kept_when_nothing_helps():
     task = PartsTaskDouble()
     task.part_keys = dict  # no parts: one global choice
-    task.evaluate = lambda: -float(task.a)  # every step makes dev worse
+    task.evaluate = lambda: -float(task.a.detach())  # every step makes dev worse
     config = TrainConfig(epochs=10, batch_size=8, eval_every=1, patience=2, show_progress=False)
     result = train(task, config)
     assert result.stopped_early and result.steps == 2 and result.best_step == 0
-    assert float(task.a) == 0.0
+    assert float(task.a.detach()) == 0.0
