@@ -24,7 +24,9 @@ def _is_positive(pair: Pair, doc: CorpusDoc) -> bool:
     return False
 
 
-def _attach(pairs: Sequence[Pair], docs: Sequence[CorpusDoc], ranked: np.ndarray, count: int, skip: int) -> list[Pair]:
+def _attach(
+    pairs: Sequence[Pair], docs: Sequence[CorpusDoc], ranked: Sequence[Sequence[int]], count: int, skip: int
+) -> list[Pair]:
     out = []
     for pair, row in zip(pairs, ranked, strict=True):
         negatives: list[Passage] = list(pair.negatives)
@@ -47,18 +49,18 @@ def _attach(pairs: Sequence[Pair], docs: Sequence[CorpusDoc], ranked: np.ndarray
 
 
 def mine_bm25(pairs: Sequence[Pair], docs: Sequence[CorpusDoc], *, count: int = 5, skip: int = 0) -> list[Pair]:
-    """Top BM25 documents that are not positives. `skip` drops the very top ranks (likely unlabelled positives)."""
-    import bm25s
-    import Stemmer
+    """Top BM25 documents that are not positives. `skip` drops the very top ranks (likely unlabelled positives).
 
-    stemmer = Stemmer.Stemmer("english")
-    retriever = bm25s.BM25(k1=1.5, b=0.75)
-    retriever.index(bm25s.tokenize([_doc_text(d) for d in docs], stopwords="en", stemmer=stemmer, show_progress=False),
-                    show_progress=False)
+    Uses the product's BM25 (ddr_search.retrieval.bm25: bm25s, Lucene, same tokens), so the negatives
+    are the documents search would actually confuse with the positives.
+    """
+    from ddr_search.retrieval.bm25 import BM25Index
+
+    index = BM25Index.build([d.id for d in docs], [_doc_text(d) for d in docs])
+    row = {d.id: i for i, d in enumerate(docs)}
     depth = min(len(docs), count + skip + max(len(p.positives) for p in pairs) + 5)
-    tokens = bm25s.tokenize([p.query for p in pairs], stopwords="en", stemmer=stemmer, show_progress=False)
-    ranked, _ = retriever.retrieve(tokens, k=depth, show_progress=False, n_threads=1)
-    return _attach(pairs, docs, np.asarray(ranked), count, skip)
+    ranked = [[row[doc_id] for doc_id, _ in index.search(p.query, depth)] for p in pairs]
+    return _attach(pairs, docs, ranked, count, skip)
 
 
 def mine_dense(
