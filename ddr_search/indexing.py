@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ddr_search.model.encoder import passage_text
-from ddr_search.types import Backend, Document, Encoder, IndexedDocument
+from ddr_search.types import Backend, Document, Encoder, IndexedDocument, passage_text
 
 
 def embed_and_index(documents: Sequence[Document], encoder: Encoder, backend: Backend, *, batch_size: int = 32) -> int:

@@ -105,17 +105,26 @@ def search(
     weights: dict[str, float] = {}
     dense: ScoredIds = []
     bm25: ScoredIds = []
+    # A backend that fuses on its side (OpenSearch: native `hybrid` query + pipeline, or one `_msearch`)
+    # answers hybrid queries in one round trip with the same formulas as `fuse` below.
+    backend_hybrid = getattr(backend, "hybrid_search", None) if mode is SearchMode.HYBRID else None
+    config = fusion or fusion_config(settings)
     with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
         if mode is not SearchMode.BM25:
             if encoder is None:
                 raise InputError(f"{mode.value} search needs an encoder")
             encoded = encoder.encode_queries([query], domain=route.encoder_domain, routing=route.routing)
             weights = encoded.weights[0]
+            if backend_hybrid is not None:
+                fused = backend_hybrid(
+                    query, encoded.vectors[0], k, domain=route.filter_domain, config=config, candidates=depth
+                )
+                return to_hits(fused, backend, weights)
             dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain)
         if mode is not SearchMode.DENSE:
             bm25 = backend.bm25_search(query, depth, domain=route.filter_domain)
     if mode is SearchMode.HYBRID:
-        fused = fuse([bm25, dense], fusion or fusion_config(settings), k=k)
+        fused = fuse([bm25, dense], config, k=k)
     elif mode is SearchMode.DENSE:
         fused = [Fused(i, s, (None, s)) for i, s in dense[:k]]
     else:

@@ -14,6 +14,11 @@ Vectors = NDArray[np.float32]
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
 
 
+def passage_text(title: str, text: str) -> str:
+    """How a titled passage is fed to BM25 and the encoder (BEIR's convention: title, space, text)."""
+    return f"{title} {text}".strip() if title else text
+
+
 class RoutingMode(StrEnum):
     """How a query's domain modules are weighted (DDR paper, section 3)."""
 

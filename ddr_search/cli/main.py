@@ -35,8 +35,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 # Subcommands register themselves here, one import per module (kept sorted).
-from ddr_search.cli import docs, ingest, search, status, worker  # noqa: E402,F401
-from ddr_search.cli import eval  # noqa: E402,F401
-from ddr_search.cli import export  # noqa: E402,F401
-from ddr_search.cli import reindex, setup  # noqa: E402,F401
-from ddr_search.cli import modules, train  # noqa: E402,F401
+from ddr_search.cli import (  # noqa: E402,F401  # noqa: E402,F401  # noqa: E402,F401
+    docs,
+    eval,
+    export,
+    ingest,
+    modules,
+    reindex,
+    search,
+    setup,
+    status,
+    train,
+    worker,
+)

@@ -22,7 +22,7 @@ from ddr_search.errors import InputError
 from ddr_search.evaluation.cache import encode_corpus
 from ddr_search.evaluation.metrics import score_run
 from ddr_search.fusion import FusionConfig, fuse
-from ddr_search.types import Encoder, JSONValue, RoutingMode, ScoredIds, Vectors
+from ddr_search.types import Encoder, JSONValue, RoutingMode, ScoredIds, Vectors, passage_text
 
 Runs = dict[str, ScoredIds]
 DEPTH = 100
@@ -76,13 +76,8 @@ class EvalResult:
 def passage_texts(corpus: Mapping[str, Mapping[str, str]]) -> tuple[list[str], list[str]]:
     """(ids, "title text") in corpus order: the text BM25 indexes and the encoder embeds."""
     ids = list(corpus)
-    texts = [_passage_text(corpus[i].get("title", ""), corpus[i]["text"]) for i in ids]
+    texts = [passage_text(corpus[i].get("title", ""), corpus[i]["text"]) for i in ids]
     return ids, texts
-
-
-def _passage_text(title: str, text: str) -> str:
-    # ddr_search.model.encoder.passage_text, repeated here so BM25-only runs never import torch
-    return f"{title} {text}".strip() if title else text
 
 
 def _drop_self(qid: str, hits: ScoredIds, exclude_self_hits: bool, depth: int) -> ScoredIds:

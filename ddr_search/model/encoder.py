@@ -14,14 +14,9 @@ from ddr_search.errors import InputError, UnknownModuleError
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.store import load_store
-from ddr_search.types import QueryEncoding, RoutingMode, Vectors
+from ddr_search.types import QueryEncoding, RoutingMode, Vectors, passage_text  # noqa: F401 (re-exported)
 
 DEFAULT_QUERY_LENGTH = 128
-
-
-def passage_text(title: str, text: str) -> str:
-    """How a titled passage is fed to the encoder (BEIR's convention: title, space, text)."""
-    return f"{title} {text}".strip() if title else text
 
 
 def encoder_version(backbone_fingerprint: str, general_digest: str | None) -> str:
