@@ -32,13 +32,13 @@ def export(int8: bool, out: Path | None, modules: Path | None, backbone: Path | 
     from ddr_search.settings import Settings
     from onnx_export.export import export_store
 
-    settings = Settings()
+    settings = Settings(backbone=backbone) if backbone is not None else Settings()
     store = modules if modules is not None else default_module_store(settings)
     target = out if out is not None else default_onnx_dir(settings)
     manifest = export_store(
         store,
         target,
-        backbone=backbone or settings.backbone,
+        backbone=settings.backbone,
         int8=int8,
         progress=lambda message: click.echo(f"{message} ...", err=True),
     )

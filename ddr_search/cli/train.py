@@ -72,13 +72,14 @@ def _report(result, out: Path) -> None:
     )
 
 
-def _stores(store: Path | None, out: Path | None) -> tuple[Path | None, Path]:
-    """Read from --store (default: the configured or packaged store); write to --out (default --store,
-    except the packaged store, which is never written: then DDR_HOME/modules)."""
+def _stores(store: Path | None, out: Path | None, backbone: Path | None) -> tuple[Path | None, Path]:
+    """Read from --store (default: the configured store, else the packaged one when the backbone is the
+    packaged one); write to --out (default --store, except the packaged store, which is never written:
+    then DDR_HOME/modules)."""
     from ddr_search.factory import PRETRAINED_DIR, default_module_store
     from ddr_search.settings import Settings
 
-    settings = Settings()
+    settings = Settings(backbone=backbone) if backbone is not None else Settings()
     source = store if store is not None else default_module_store(settings)
     if out is None:
         packaged = source is None or Path(source).resolve() == PRETRAINED_DIR
@@ -132,7 +133,7 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
     """Phase 2: domain modules + router jointly; the general module is frozen, so no passage changes."""
     from ddr_search.training.api import train_domains
 
-    source, out = _stores(store, out)
+    source, out = _stores(store, out, opts["backbone"])
     _, result = train_domains(_read_pairs(pairs_files), source, out, _config(opts), corpora=_corpora(corpus_specs),
                               backbone=opts["backbone"], cache_dir=cache_dir)
     _report(result, out)
@@ -153,7 +154,7 @@ def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, **opts) -
 
     if not pairs_files and corpus is None:
         raise click.UsageError("give --pairs FILE or --corpus FILE")
-    source, out = _stores(store, out)
+    source, out = _stores(store, out, opts["backbone"])
     pairs = _read_pairs(pairs_files, domain=name) if pairs_files else None
     docs = read_corpus(corpus) if corpus is not None else None
     _, result = train_domain(name, source, out, _config(opts), pairs=pairs, corpus=docs, backbone=opts["backbone"],

