@@ -34,6 +34,8 @@ BM25_DIR = "bm25"
 NO_DOMAIN = -1
 COARSE_FROM = 20_000  # rows; below this one float32 product is already fast
 RESCORE_MARGIN = 64  # extra coarse candidates rescored exactly, beyond k (at least k more)
+INT8_WIDTH_MULTIPLE = 32  # torch's int8 kernel is only trusted on row widths it blocks cleanly
+INT8_PROBE_TOLERANCE = 0.05  # int8 probe scores within 5% of the largest exact score, else float16
 
 
 @dataclass
@@ -113,21 +115,32 @@ class Snapshot:
 
 
 def _int8_scorer(torch, vectors: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:  # type: ignore[no-untyped-def]
-    """Per-row symmetric int8 rows and scales, scored by torch's CPU int8 weight kernel (None if absent)."""
+    """Per-row symmetric int8 rows and scales, scored by torch's CPU int8 weight kernel (None if unusable).
+
+    The kernel is private to torch: it reads out of bounds for a row width that is not a multiple of
+    its block (K = 4 returned garbage and crashed here), so it is used only for widths that are a
+    multiple of 32 (every real embedding size) and only after it reproduces exact scores on real rows.
+    """
     kernel = getattr(torch, "_weight_int8pack_mm", None)
-    if kernel is None:
+    if kernel is None or vectors.ndim != 2 or vectors.shape[1] % INT8_WIDTH_MULTIPLE:
         return None
     scales = np.maximum(np.abs(vectors).max(axis=1), 1e-12) / 127.0
     rows = torch.from_numpy(np.round(vectors / scales[:, None]).astype(np.int8))
     scale_tensor = torch.from_numpy(scales.astype(np.float32)).to(torch.bfloat16)
 
     def score(query: np.ndarray) -> np.ndarray:
-        out = kernel(torch.from_numpy(query)[None].to(torch.bfloat16), rows, scale_tensor)
+        # torch.tensor copies: queries may be read-only arrays
+        out = kernel(torch.tensor(query[None], dtype=torch.bfloat16), rows, scale_tensor)
         return out[0].float().numpy()
 
+    probe = np.array(vectors[0], dtype=np.float32)
     try:
-        score(np.zeros(vectors.shape[1], dtype=np.float32))
+        coarse = score(probe)
     except (RuntimeError, NotImplementedError):  # a torch build without the CPU kernel
+        return None
+    exact = _matvec(vectors, probe)
+    tolerance = INT8_PROBE_TOLERANCE * max(float(np.abs(exact).max()), 1e-12)
+    if coarse.shape != exact.shape or not np.all(np.abs(coarse - exact) <= tolerance):
         return None
     return score
 

@@ -99,7 +99,8 @@ class BM25Index:
         if not ids:
             return cls([], None, params)
         retriever = _bm25s().BM25(k1=k1, b=b, method=method, idf_method=idf_method)
-        retriever.index(tokenize(texts), show_progress=False)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a corpus with no indexable token: 0 / 0 lengths
+            retriever.index(tokenize(texts), show_progress=False)
         return cls(ids, retriever, params)
 
     def __len__(self) -> int:

@@ -158,7 +158,7 @@ def test_coarse_scoring_with_exact_rescoring_matches_exact_search(backend, monke
     if kernel == "float16":
         monkeypatch.setattr(snapshot, "_int8_scorer", lambda torch, vectors: None)
     else:
-        assert snapshot._int8_scorer(torch, np.ones((2, 4), np.float32)) is not None, "int8 kernel missing"
+        assert snapshot._int8_scorer(torch, np.ones((2, 64), np.float32)) is not None, "int8 kernel missing"
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3000, 64)).astype(np.float32)
@@ -181,3 +181,13 @@ def test_coarse_scoring_with_exact_rescoring_matches_exact_search(backend, monke
             if domain:
                 assert all(int(i[1:]) % 2 for i, _ in fast)
     assert backend.bm25_search("t", 5) == []  # no text here has an indexable token: no BM25 matches
+
+
+@pytest.mark.parametrize("width", [4, 12, 100])
+def test_int8_kernel_is_not_trusted_on_widths_it_does_not_block_cleanly(width):
+    """torch's private int8 kernel returned garbage (and crashed) at width 4: such stores use float16."""
+    import torch
+
+    from connectors.embedded import snapshot
+
+    assert snapshot._int8_scorer(torch, np.ones((16, width), np.float32)) is None
