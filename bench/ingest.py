@@ -108,8 +108,8 @@ def run_inline(corpus: Path, home: Path, batch_size: int) -> dict[str, float]:
 
 
 def run_workers(corpus: Path, home: Path, batch_size: int, broker: str, processes: int, log: Path) -> dict[str, float]:
-    from ddr_search.cli.worker import build_app, build_jobs
     from ddr_search.data.documents import read_documents
+    from ddr_search.factory import build_celery_app, build_job_store
     from ddr_search.types import Document
     from workers.ingest import submit, wait
 
@@ -126,7 +126,7 @@ def run_workers(corpus: Path, home: Path, batch_size: int, broker: str, processe
             start_new_session=True,
         )
     try:
-        app, jobs = build_app(settings), build_jobs(settings)
+        app, jobs = build_celery_app(settings), build_job_store(settings)
         started = time.perf_counter()
         warm = [Document(id=f"warmup-{i}", text=f"warm-up passage {i}") for i in range(4 * processes)]
         while log.read_text(errors="replace").count("loading the passage encoder") < processes:

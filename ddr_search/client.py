@@ -1,15 +1,21 @@
-"""DDRSearch: the Python client. Wires settings to an encoder and a backend, and exposes four calls."""
+"""DDRSearch: the Python client. Wires settings to an encoder and a backend: ingest, search, delete, stats,
+and, with a broker, enqueue + job for ingests the Celery workers embed."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ddr_search.data.documents import check_file
+from ddr_search.errors import ConfigError
 from ddr_search.ingest import IngestReport, check_documents, index_checked, ingest_documents
 from ddr_search.settings import Settings
 from ddr_search.types import Backend, Document, Encoder, Hit, RoutingMode, SearchMode
+
+if TYPE_CHECKING:
+    from workers.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,52 @@ class DDRSearch:
         return ingest_documents(
             documents, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
         )
+
+    def enqueue(
+        self,
+        path: str | Path,
+        domain: str | None = None,
+        *,
+        skip_invalid: bool = False,
+        batch_size: int | None = None,
+    ) -> str:
+        """Hand a JSONL file to the Celery workers (DDR_BROKER_URL) and return its job id at once.
+
+        The file is validated whole first, as `ingest` does: a bad line raises InputError before
+        anything is recorded or sent. Lines skipped with `skip_invalid` are kept on the job.
+        Raises ConfigError without a broker, BrokerUnavailableError / JobStoreError when unreachable.
+        """
+        from ddr_search.data.documents import read_documents
+        from ddr_search.factory import build_celery_app, build_job_store
+        from workers.ingest import submit
+
+        if self.settings.broker_url is None:
+            raise ConfigError(
+                "enqueue needs a broker: set DDR_BROKER_URL (redis:// or amqp://) and run `ddr-search worker`"
+            )
+        check = check_file(path, domain=domain, skip_invalid=skip_invalid)
+        return submit(
+            build_celery_app(self.settings),
+            build_job_store(self.settings),
+            lambda: read_documents(check.path, domain=domain, skip_lines=check.skipped_lines),
+            batch_size=batch_size or self.settings.batch_size,
+            total=check.documents,
+            source=str(check.path),
+            skipped={f"line {e.line}": str(e) for e in check.skipped},
+        )
+
+    def job(
+        self, job_id: str, *, wait: bool = False, progress: bool = False, timeout_s: float | None = None
+    ) -> JobStatus:
+        """An enqueued ingest's progress and per-document failures; `wait` polls until it finishes.
+
+        Raises UnknownJobError for an id the job store does not hold.
+        """
+        from ddr_search.factory import build_job_store
+        from workers.ingest import wait as wait_for
+
+        jobs = build_job_store(self.settings)
+        return wait_for(jobs, job_id, progress=progress, timeout_s=timeout_s) if wait else jobs.status(job_id)
 
     def search(
         self,

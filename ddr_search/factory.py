@@ -6,10 +6,17 @@ Only this module, the client and the CLI may import connectors/, onnx_export/ an
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ddr_search.settings import Settings
 from ddr_search.types import Backend, Encoder
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from workers.jobs import JobStore
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -92,3 +99,29 @@ def build_backend(settings: Settings, dimension: int | None = None) -> Backend:
     from connectors.embedded import EmbeddedBackend
 
     return EmbeddedBackend(settings.embedded_dir, dimension)
+
+
+def build_celery_app(settings: Settings, *, processes: int = 1, threads: int | None = None) -> Celery:
+    """The workers' Celery app with these parts; by default the CPUs' threads split across the processes."""
+    from workers.app import create_app
+
+    threads = threads or max(1, (os.cpu_count() or 1) // processes)
+
+    def make_encoder() -> Encoder:
+        import torch
+
+        torch.set_num_threads(threads)
+        return build_encoder(settings)
+
+    def make_backend(dimension: int) -> Backend:
+        return build_backend(settings, dimension)
+
+    return create_app(settings, make_encoder, make_backend)
+
+
+def build_job_store(settings: Settings) -> JobStore:
+    """Where ingest jobs record their progress (Redis: DDR_WORKERS__JOBS_URL, else the Redis broker)."""
+    from workers.app import jobs_url
+    from workers.jobs import JobStore
+
+    return JobStore.from_url(jobs_url(settings))

@@ -11,7 +11,7 @@ import pytest
 
 from ddr_search import DDRSearch as LazyDDRSearch
 from ddr_search.client import DDRSearch
-from ddr_search.errors import InputError
+from ddr_search.errors import ConfigError, InputError
 from ddr_search.settings import Settings
 from ddr_search.types import Document
 from tests.connectors.embedded.doubles import HashingEncoder
@@ -106,3 +106,10 @@ def test_bm25_only_use_never_loads_the_encoder(tmp_path):
     assert ddr.search("statins", mode="bm25")[0].id == "c2"
     assert ddr.stats()["documents"] == 3 and ddr.delete(["c2"]) == 1
     assert ddr._encoder is None
+
+
+def test_enqueue_without_a_broker_is_a_clear_error(client, tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="enqueue needs a broker: set DDR_BROKER_URL"):
+        client.enqueue(path)

@@ -28,11 +28,16 @@ def render(status: JobStatus) -> list[str]:
         lines.append(f"  error: {status.error}")
     if status.skipped:
         lines.append(f"  skipped input lines (--skip-invalid): {len(status.skipped)}")
-        lines.extend(f"    {reason}" for _, reason in sorted(status.skipped.items(), key=_line_number))
+        lines.extend(f"    {reason}" for reason in skipped_reasons(status))
     if status.failures:
         lines.append("  failed documents:")
         lines.extend(f"    {doc_id}: {reason}" for doc_id, reason in sorted(status.failures.items()))
     return lines
+
+
+def skipped_reasons(status: JobStatus) -> list[str]:
+    """Why each input line was left out before enqueueing, in line order."""
+    return [reason for _, reason in sorted(status.skipped.items(), key=_line_number)]
 
 
 def _line_number(item: tuple[str, str]) -> int:
@@ -48,12 +53,10 @@ def status(job_id: str, follow: bool, as_json: bool) -> None:
 
     Exits 1 when the job failed to enqueue (re-run the ingest: it is idempotent).
     """
-    from ddr_search.cli.worker import build_jobs
-    from workers.ingest import wait
+    from ddr_search.client import DDRSearch
     from workers.jobs import JobState
 
-    jobs = build_jobs(Settings())
-    result = wait(jobs, job_id, progress=not as_json) if follow else jobs.status(job_id)
+    result = DDRSearch(Settings()).job(job_id, wait=follow, progress=not as_json)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

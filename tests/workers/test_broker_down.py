@@ -34,7 +34,7 @@ def jobs_for_source(source: str) -> list[str]:
 
 @pytest.mark.parametrize("scheme", ["redis", "amqp"])
 def test_unreachable_broker_is_a_clear_error_within_seconds_and_records_nothing(tmp_path, redis_url, scheme):
-    from ddr_search.cli.worker import enqueue_file
+    from ddr_search.client import DDRSearch
     from workers.ingest import BrokerUnavailableError
 
     port = closed_port()
@@ -45,7 +45,7 @@ def test_unreachable_broker_is_a_clear_error_within_seconds_and_records_nothing(
 
     started = time.monotonic()
     with pytest.raises(BrokerUnavailableError) as raised:
-        enqueue_file(settings_for(tmp_path, broker), corpus, domain=None, skip_invalid=False, batch_size=10, wait=False)
+        DDRSearch(settings_for(tmp_path, broker)).enqueue(corpus, batch_size=10)
     assert time.monotonic() - started < 5
     message = str(raised.value)
     assert f":{port}" in message and "cannot reach the broker" in message
@@ -106,14 +106,14 @@ class CuttableProxy:
 def test_broker_lost_mid_publish_marks_the_job_failed_with_how_far_it_got(tmp_path, redis_url, queue_name):
     import redis
 
-    from ddr_search.cli.worker import build_app, build_jobs
+    from ddr_search.factory import build_celery_app, build_job_store
     from ddr_search.types import Document
     from workers.ingest import BrokerUnavailableError, submit
     from workers.jobs import JobState
 
     proxy = CuttableProxy(6379)
     settings = settings_for(tmp_path, f"redis://localhost:{proxy.port}/0", queue=queue_name)
-    jobs = build_jobs(settings)  # the job store stays reachable: only the broker goes away
+    jobs = build_job_store(settings)  # the job store stays reachable: only the broker goes away
     calls = 0
 
     def read():
@@ -128,7 +128,7 @@ def test_broker_lost_mid_publish_marks_the_job_failed_with_how_far_it_got(tmp_pa
     try:
         started = time.monotonic()
         with pytest.raises(BrokerUnavailableError, match=r"publishing failed after 3 of 10 batches") as raised:
-            submit(build_app(settings), jobs, read, batch_size=10, source=f"cut-{queue_name}")
+            submit(build_celery_app(settings), jobs, read, batch_size=10, source=f"cut-{queue_name}")
         assert time.monotonic() - started < 20
         job_id = str(raised.value).split()[1].rstrip(":")
         status = jobs.status(job_id)
@@ -144,7 +144,7 @@ def test_broker_lost_mid_publish_marks_the_job_failed_with_how_far_it_got(tmp_pa
 def test_unreachable_job_store_is_a_clear_error_and_nothing_is_enqueued(tmp_path, redis_url, queue_name):
     import redis
 
-    from ddr_search.cli.worker import enqueue_file
+    from ddr_search.client import DDRSearch
     from ddr_search.settings import Settings, WorkerSettings
     from workers.jobs import JobStoreError
 
@@ -157,6 +157,6 @@ def test_unreachable_job_store_is_a_clear_error_and_nothing_is_enqueued(tmp_path
     corpus = tmp_path / "corpus.jsonl"
     write_corpus(corpus, 20)
     with pytest.raises(JobStoreError, match=rf"cannot reach the Redis job store at localhost:{port}/0") as raised:
-        enqueue_file(settings, corpus, domain=None, skip_invalid=False, batch_size=10, wait=False)
+        DDRSearch(settings).enqueue(corpus, batch_size=10)
     assert "s3cret" not in str(raised.value)
     assert redis.Redis.from_url(REDIS_URL).llen(queue_name) == 0

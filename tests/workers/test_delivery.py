@@ -128,8 +128,20 @@ def test_no_wait_returns_a_job_id_that_status_follows(tmp_path, shared_worker):
     assert unknown.returncode == 1 and "no job 'no-such-job'" in unknown.stderr
 
 
+def test_the_python_client_enqueues_and_follows_a_job(tmp_path, shared_worker):
+    from ddr_search.client import DDRSearch
+
+    ids = write_corpus(tmp_path / "corpus.jsonl", 120, prefix="py")
+    client = DDRSearch(shared_worker.settings())
+    job_id = client.enqueue(tmp_path / "corpus.jsonl", "pyclient", batch_size=25)
+    status = client.job(job_id, wait=True, timeout_s=300)
+    assert (status.state.value, status.indexed, status.batches_done, status.failures) == ("done", 120, 5, {})
+    assert client.job(job_id).indexed == 120  # the record outlives the wait
+    assert_exactly_once(shared_worker.home, ids, domain="pyclient")
+
+
 def test_invalid_document_is_reported_and_the_rest_of_its_batch_indexed(shared_worker):
-    from ddr_search.cli.worker import build_app, build_jobs
+    from ddr_search.factory import build_celery_app, build_job_store
     from ddr_search.types import Document
     from workers.ingest import submit, wait
 
@@ -138,8 +150,8 @@ def test_invalid_document_is_reported_and_the_rest_of_its_batch_indexed(shared_w
         4, Document(id="blank", text="   ", domain="invalid")
     )  # no reader passes it; other producers exist
     settings = shared_worker.settings()
-    jobs = build_jobs(settings)
-    job_id = submit(build_app(settings), jobs, lambda: documents, batch_size=64)
+    jobs = build_job_store(settings)
+    job_id = submit(build_celery_app(settings), jobs, lambda: documents, batch_size=64)
     status = wait(jobs, job_id, progress=False, timeout_s=120)
     assert (status.state.value, status.indexed, status.batches_done) == ("done", 9, 1)
     assert list(status.failures) == ["blank"]
@@ -153,8 +165,8 @@ def test_invalid_document_is_reported_and_the_rest_of_its_batch_indexed(shared_w
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeypatch, broker, queue_name, request):
     """Kill a pool process (Redis), then the whole worker (main + pool), mid-batch; a new worker finishes."""
-    from ddr_search.cli.worker import build_app, build_jobs
     from ddr_search.data.documents import read_documents
+    from ddr_search.factory import build_celery_app, build_job_store
     from ddr_search.settings import Settings
     from workers.ingest import submit, wait
 
@@ -164,12 +176,13 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
     use_env(monkeypatch, env)
     ids = write_corpus(tmp_path / "corpus.jsonl", 300)
     settings = Settings()
-    jobs = build_jobs(settings)
+    jobs = build_job_store(settings)
     first = WorkerProcess(env, tmp_path / "worker1.log")
     second = None
     try:
         first.wait_ready()
-        job_id = submit(build_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
+        app = build_celery_app(settings)
+        job_id = submit(app, jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
 
         def progress_reaches(batches: int, timeout_s: float = 120) -> None:
             deadline = time.monotonic() + timeout_s
