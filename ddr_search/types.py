@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from ddr_search.errors import InputError
+
 Vectors = NDArray[np.float32]
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
 
@@ -26,6 +28,20 @@ class RoutingMode(StrEnum):
     TOP_K = "topk"  # the k largest softmax weights, not renormalised
     PRIOR = "prior"  # only the modules the query's known domain maps to
     NONE = "none"  # the general module alone
+
+
+def resolve_routing(
+    domain: str | None, routing: RoutingMode | None, *, has_modules: bool, default: RoutingMode
+) -> RoutingMode:
+    """Every encoder's rule: a known domain means prior routing unless the caller says otherwise; no
+    modules means none. Raises InputError for prior routing without a domain."""
+    if not has_modules:
+        return RoutingMode.NONE
+    if routing is None:
+        routing = RoutingMode.PRIOR if domain is not None else default
+    if routing is RoutingMode.PRIOR and domain is None:
+        raise InputError("prior routing needs a domain: pass domain=... or choose soft/topk routing")
+    return routing
 
 
 class SearchMode(StrEnum):

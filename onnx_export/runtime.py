@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ddr_search.errors import ExportError, InputError, UnknownModuleError
-from ddr_search.types import QueryEncoding, RoutingMode, Vectors
+from ddr_search.errors import ExportError, UnknownModuleError
+from ddr_search.types import QueryEncoding, RoutingMode, Vectors, resolve_routing
 from onnx_export.artifacts import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -147,14 +147,8 @@ class OrtEncoder:
         return out
 
     def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:
-        """A known domain means prior routing unless the caller says otherwise; no modules means none."""
-        if not self.manifest.module_names:
-            return RoutingMode.NONE
-        if routing is None:
-            routing = RoutingMode.PRIOR if domain is not None else self.default_routing
-        if routing is RoutingMode.PRIOR and domain is None:
-            raise InputError("prior routing needs a domain: pass domain=... or choose soft/topk routing")
-        return routing
+        has_modules = bool(self.manifest.module_names)
+        return resolve_routing(domain, routing, has_modules=has_modules, default=self.default_routing)
 
     def encode_queries(
         self,

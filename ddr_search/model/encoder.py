@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddr_search.errors import InputError, UnknownModuleError
+from ddr_search.errors import UnknownModuleError
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.store import load_store
-from ddr_search.types import QueryEncoding, RoutingMode, Vectors, passage_text  # noqa: F401 (re-exported)
+from ddr_search.types import QueryEncoding, RoutingMode, Vectors, passage_text, resolve_routing  # noqa: F401 (re-exported)
 
 DEFAULT_QUERY_LENGTH = 128
 
@@ -98,14 +98,7 @@ class TorchEncoder:
         return out
 
     def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:
-        """A known domain means prior routing unless the caller says otherwise; no modules means none."""
-        if not self.model.module_names:
-            return RoutingMode.NONE
-        if routing is None:
-            routing = RoutingMode.PRIOR if domain is not None else self.default_routing
-        if routing is RoutingMode.PRIOR and domain is None:
-            raise InputError("prior routing needs a domain: pass domain=... or choose soft/topk routing")
-        return routing
+        return resolve_routing(domain, routing, has_modules=bool(self.model.module_names), default=self.default_routing)
 
     @torch.inference_mode()
     def encode_queries(
