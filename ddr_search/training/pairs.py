@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ddr_search.data.beir import read_jsonl
 from ddr_search.errors import InputError
 from ddr_search.model.ddr import check_name
 
@@ -148,18 +149,11 @@ def read_pairs(path: Path, *, domain: str | None = None) -> list[Pair]:
     if not path.exists():
         raise InputError("pairs file not found", path=path)
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path=path, line=number) from e
-            pair = parse_pair(record, path, number)
-            if pair.domain is None and domain is not None:
-                pair = Pair(pair.query, pair.positives, pair.negatives, domain, pair.query_id)
-            pairs.append(pair)
+    for number, record in read_jsonl(path):
+        pair = parse_pair(record, path, number)
+        if pair.domain is None and domain is not None:
+            pair = Pair(pair.query, pair.positives, pair.negatives, domain, pair.query_id)
+        pairs.append(pair)
     if not pairs:
         raise InputError("no pairs in file", path=path)
     return pairs

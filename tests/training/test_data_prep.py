@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ddr_search.data.beir import read_qrels
 from ddr_search.errors import InputError
-from ddr_search.training.beir_pairs import pairs_from_beir, read_qrels
+from ddr_search.training.beir_pairs import pairs_from_beir
 from ddr_search.training.corpus import CorpusDoc, read_corpus
 from ddr_search.training.mining import mine_bm25, mine_dense
 from ddr_search.training.pairs import Pair, Passage
