@@ -379,14 +379,8 @@ def _check_target(out: Path) -> None:
 
 def _replace(staging: Path, out: Path) -> None:
     """Swap the finished export in; a reader never sees half an export."""
-    import os
+    from ddr_search.model.store import replace_directory
 
     if out.exists():
         _check_target(out)
-        retired = out.with_name(f".{out.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(out, retired)
-        os.replace(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    replace_directory(staging, out)

@@ -129,15 +129,20 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
         domains=model.domain_map,
     )
     (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-    if path.exists():
-        retired = path.with_name(f".{path.name}.old")
+    replace_directory(staging, path)
+    return manifest
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Swap a finished folder in by renames, so a reader sees the old folder or the new one, never half."""
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
-        os.replace(path, retired)
-        os.replace(staging, path)
+        os.replace(target, retired)
+        os.replace(staging, target)
         shutil.rmtree(retired, ignore_errors=True)
     else:
-        os.replace(staging, path)
-    return manifest
+        os.replace(staging, target)
 
 
 def check_compatible(manifest: Manifest, backbone: BackboneInfo, prefix_length: int | None, where: Path) -> None:
