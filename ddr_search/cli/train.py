@@ -13,7 +13,7 @@ def _config(opts: dict[str, object]):
     from ddr_search.training.config import TrainConfig
 
     config = TrainConfig()
-    for key in ("epochs", "batch_size", "accumulation", "temperature", "seed", "dev_fraction", "patience",
+    for key in ("epochs", "batch_size", "accumulation", "temperature", "loss", "seed", "dev_fraction", "patience",
                 "eval_every", "max_steps", "max_examples", "checkpoint_dir", "resume", "min_delta",
                 "hard_negatives", "max_query_length", "max_passage_length"):
         if opts.get(key) is not None:
@@ -32,6 +32,9 @@ def training_options(func):
         click.option("--batch-size", type=int, help="Queries per batch (default 32)."),
         click.option("--accumulation", type=int, help="Batches per optimizer step (default 1)."),
         click.option("--temperature", type=float, help="InfoNCE temperature (default 0.05)."),
+        click.option("--loss", type=click.Choice(["listwise", "multi_positive"]),
+                     help="With several positives per query: their joint softmax mass (listwise, default) "
+                          "or each positive against the negatives alone."),
         click.option("--lr-general", type=float, help="Learning rate of the general module (default 1e-3)."),
         click.option("--lr-domain", type=float, help="Learning rate of domain modules (default 5e-3)."),
         click.option("--lr-router", type=float, help="Learning rate of the router (default 1e-2)."),

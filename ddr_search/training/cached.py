@@ -17,7 +17,7 @@ import torch
 from ddr_search.model.ddr import DDRModel
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.devmetric import ndcg_at_10
-from ddr_search.training.losses import multi_positive_infonce
+from ddr_search.training.losses import LOSSES
 from ddr_search.types import RoutingMode
 
 
@@ -121,7 +121,7 @@ class CachedQueryTask:
             mask = torch.zeros(len(rows), matrix.shape[0], dtype=torch.bool)
             for r, i in enumerate(rows):
                 mask[r, list(examples[i].positives)] = True
-            part = multi_positive_infonce(vectors[rows], matrix, mask, self.config.temperature)
+            part = LOSSES[self.config.loss](vectors[rows], matrix, mask, self.config.temperature)
             total = total + part * len(rows) / len(examples)
         if logits is not None and self.config.router_loss_weight > 0 and logits.shape[1] > 1:
             names = self.model.module_names

@@ -14,6 +14,7 @@ class TrainConfig:
     batch_size: int = 32
     accumulation: int = 1  # optimizer step every `accumulation` batches
     temperature: float = 0.05
+    loss: str = "listwise"  # or "multi_positive" (losses.LOSSES): they differ only for several positives
     lr: dict[str, float] = field(default_factory=lambda: {"general": 1e-3, "domain": 5e-3, "router": 1e-2,
                                                           "backbone": 2e-5})
     weight_decay: float = 0.0
@@ -32,6 +33,12 @@ class TrainConfig:
     resume: bool = False
     show_progress: bool = True
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        from ddr_search.training.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
 
     def lr_for(self, group: str, name: str | None = None) -> float:
         """A module-specific rate ("domain:nfcorpus") wins over its kind's ("domain")."""

@@ -16,7 +16,7 @@ from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import passage_text
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.devmetric import ndcg_at_10
-from ddr_search.training.losses import multi_positive_infonce
+from ddr_search.training.losses import LOSSES
 from ddr_search.training.pairs import Pair, Passage
 
 
@@ -86,7 +86,7 @@ class DualTask:
                     mask[row, keys[p.key()]] = True
         queries = self._encode([p.query for p in pairs], self.config.max_query_length)
         passages = self._encode(texts, self.config.max_passage_length)
-        return multi_positive_infonce(queries, passages, mask, self.config.temperature)
+        return LOSSES[self.config.loss](queries, passages, mask, self.config.temperature)
 
     @torch.no_grad()
     def evaluate(self) -> float:

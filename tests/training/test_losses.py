@@ -1,10 +1,12 @@
-"""Multi-positive InfoNCE: other positives never act as negatives."""
+"""The two InfoNCE losses for several positives per query, against hand-computed values."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from ddr_search.training.losses import multi_positive_infonce
+from ddr_search.training.config import TrainConfig
+from ddr_search.training.losses import LOSSES, listwise_infonce, multi_positive_infonce
 
 
 def test_single_positive_equals_cross_entropy():
@@ -30,3 +32,30 @@ def test_other_positives_do_not_enter_the_denominator():
     )
     assert torch.allclose(loss_first(moved), loss_first(c))
     assert multi_positive_infonce(q, moved, mask, 0.1) < base
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_with_one_positive_both_losses_are_cross_entropy(loss):
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    c = torch.nn.functional.normalize(torch.randn(12, 8), dim=-1)
+    targets = torch.tensor([1, 0, 11, 4, 4])
+    mask = torch.zeros(5, 12, dtype=torch.bool)
+    mask[torch.arange(5), targets] = True
+    expected = torch.nn.functional.cross_entropy(q @ c.T / 0.05, targets)
+    assert torch.allclose(LOSSES[loss](q, c, mask, 0.05), expected, atol=1e-5)
+
+
+def test_listwise_is_minus_log_the_softmax_mass_on_the_positives():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    mask = torch.tensor([[True, False, True], [False, False, False]])  # the second row has no positive
+    e = torch.exp(torch.tensor([1.0, 0.0, 0.6]) / 0.1)
+    expected = -torch.log((e[0] + e[2]) / e.sum())
+    assert torch.allclose(listwise_infonce(q, c, mask, 0.1), expected, atol=1e-5)
+    assert listwise_infonce(q, c, torch.zeros_like(mask), 0.1) == 0.0
+
+
+def test_an_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        TrainConfig(loss="hinge")
