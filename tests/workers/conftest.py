@@ -91,14 +91,17 @@ class WorkerProcess:
         )
 
     def wait_ready(self, timeout_s: float = 90) -> None:
+        self.wait_for_log(" ready.", timeout_s)
+
+    def wait_for_log(self, text: str, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if " ready." in self.log.read_text(errors="replace"):
+            if text in self.log.read_text(errors="replace"):
                 return
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} in the worker log after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
 
     def busy(self) -> bool:
         """A batch is running: the log shows more tasks received than finished."""

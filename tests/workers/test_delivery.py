@@ -190,12 +190,13 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
                 assert time.monotonic() < deadline, f"stuck at {jobs.status(job_id)}"
                 time.sleep(0.1)
 
-        progress_reaches(2)
         if broker == "redis":  # the requeue-on-loss path is Celery's own; once is enough (a model reload)
-            first.wait_busy()
+            # The pool process logs this inside its first batch (the encoder loads lazily, for seconds):
+            # a kill now is certainly mid-batch. Batches after it take milliseconds, too short to aim at.
+            first.wait_for_log("loading the passage encoder")
             (pool,) = first.pool_pids()
             os.kill(pool, signal.SIGKILL)  # the pool process dies mid-batch: its batch is rejected, requeued
-            progress_reaches(jobs.status(job_id).batches_done + 2)
+        progress_reaches(2)
         first.wait_busy()
         first.sigkill()  # now the whole worker, with a batch in flight and unacknowledged
         assert not jobs.status(job_id).finished
