@@ -14,7 +14,13 @@ from ddr_search.errors import UnknownModuleError
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.store import load_store
-from ddr_search.types import QueryEncoding, RoutingMode, Vectors, passage_text, resolve_routing  # noqa: F401 (re-exported)
+from ddr_search.types import (
+    QueryEncoding,
+    RoutingMode,
+    Vectors,
+    passage_text,  # noqa: F401 (re-exported)
+    resolve_routing,
+)
 
 DEFAULT_QUERY_LENGTH = 128
 
@@ -98,7 +104,8 @@ class TorchEncoder:
         return out
 
     def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:
-        return resolve_routing(domain, routing, has_modules=bool(self.model.module_names), default=self.default_routing)
+        has_modules = bool(self.model.module_names)
+        return resolve_routing(domain, routing, has_modules=has_modules, default=self.default_routing)
 
     @torch.inference_mode()
     def encode_queries(

@@ -59,3 +59,11 @@ def test_listwise_is_minus_log_the_softmax_mass_on_the_positives():
 def test_an_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         TrainConfig(loss="hinge")
+
+
+def test_the_cli_offers_exactly_the_losses_there_are():
+    """The CLI lists the names itself (importing the losses would load torch for `--help`)."""
+    from ddr_search.cli.train import train_domains_cmd
+
+    (option,) = [p for p in train_domains_cmd.params if p.name == "loss"]
+    assert sorted(option.type.choices) == sorted(LOSSES)
