@@ -26,9 +26,10 @@ list scores 0.0 for that sub-query** (Java's zero-filled score array), and that 
 
 A negative normalised score (only l2 on negative raw scores can produce one) is left out of both
 sums. With weights summing to 1 and no negative scores this is simply ``sum_i w_i * s_i``, so a
-document found by one sub-query alone keeps ``w_i * s_i``. RRF (``RRFScoreCombinationTechnique``)
-sums ``w_i / (rank_constant + rank_i)`` over the lists the document appears in, without dividing
-by the weights; equal weights give the classic RRF order.
+document found by one sub-query alone keeps ``w_i * s_i``. RRF sums ``n * w_i / (rank_constant + rank_i)``
+over the n lists the document appears in: the weights are scaled to a mean of 1, so equal weights give
+the classic RRF sum ``sum_i 1 / (rank_constant + rank_i)``, which is what the 2.19 `score-ranker-processor`
+returns (checked on a real node: a document first in both lists scores 2/61, not 1/61).
 
 Weights are validated as OpenSearch validates them (each in [0, 1], summing to 1 within 0.01, one
 per sub-query), so a configuration that runs here also runs as a search pipeline.
@@ -164,7 +165,7 @@ def _combine(scores: Sequence[float], weights: Sequence[float], technique: Techn
             weight_sum += w
     if weight_sum == 0.0:
         return 0.0
-    return total if technique is Technique.RRF else total / weight_sum
+    return total * len(weights) if technique is Technique.RRF else total / weight_sum
 
 
 def fuse(sub_results: Sequence[ScoredIds], config: FusionConfig, k: int | None = None) -> list[Fused]:

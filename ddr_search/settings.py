@@ -28,6 +28,11 @@ class OpenSearchSettings(BaseModel):
     aws_service: str = "es"  # "aoss" for OpenSearch Serverless
     timeout_s: float = 10.0
     index: str = "ddr-documents"  # the alias searched; versioned indices sit behind it
+    # faiss: the k-NN default on real clusters; lucene: distributions without the native k-NN libraries
+    # (the Maven Central zips the test nodes run). Both report inner products with the same score formula.
+    knn_engine: Literal["faiss", "lucene"] = "faiss"
+    shards: int = Field(default=1, ge=1)  # one shard: native hybrid fuses per shard before 3.5 (docs/opensearch.md)
+    replicas: int = Field(default=1, ge=0)  # 0 on a single-node cluster, or it stays yellow
     hnsw_m: int = 16
     hnsw_ef_construction: int = 128
     hnsw_ef_search: int = 100

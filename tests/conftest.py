@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -47,3 +48,25 @@ def fresh_backbone():
 @pytest.fixture()
 def real_texts() -> list[str]:
     return list(REAL_TEXTS)
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def service_missing(reason: str) -> NoReturn:
+    """A test's service is not there: under CI that fails the test (a skipped tier proves nothing and
+    `scripts/services` starts every service), elsewhere it skips with the reason and the fix."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: every service must run; .ci/run starts them with scripts/services)",
+                    pytrace=False)
+    pytest.skip(f"{reason}: start the services with ./scripts/services")
+
+
+def engine_url(name: str) -> str:
+    """The URL of a running test node started by `scripts/services` (tests/engines), by its catalog name."""
+    from tests.engines.node import running
+
+    record = running(name)
+    if record is None:
+        service_missing(f"the {name} test node is not running")
+    return str(record["url"])

@@ -89,12 +89,16 @@ def put_template(backend: OpenSearchBackend, settings: OpenSearchSettings, dimen
 
 
 def put_pipelines(backend: OpenSearchBackend, alias: str, configs: Sequence[FusionConfig]) -> list[str]:
+    """One pipeline per configuration the cluster can fuse natively (the others fuse on the client)."""
     names = []
+    version = backend.features.version
     for config in configs:
+        if not backend.features.fuses_natively(config):
+            continue
         name = schema.pipeline_name(alias, config)
         with wrapped(f"PUT _search/pipeline/{name}", backend.url):
             backend.client.transport.perform_request(
-                "PUT", f"/_search/pipeline/{name}", body=schema.pipeline_body(config)
+                "PUT", f"/_search/pipeline/{name}", body=schema.pipeline_body(config, version)
             )
         names.append(name)
     return names

@@ -278,7 +278,7 @@ class OpenSearchBackend:
         config = config or FusionConfig()
         depth = self._k(max(candidates, offset + k))
         clauses = queries.filter_clauses(domain, metadata)
-        if self._native():
+        if self._native(config):
             return self._native_hybrid(text, vector, k, depth, offset, clauses, config, sub_scores)
         lists = self._msearch_pair(text, vector, depth, clauses)
         # Fuse the k-NN *scores*, as the cluster's pipeline does (so native and client-side rank and score
@@ -310,12 +310,17 @@ class OpenSearchBackend:
             lists.append([(h["_id"], float(h["_score"])) for h in sub["hits"]["hits"]])
         return lists
 
-    def _native(self) -> bool:
+    def _native(self, config: FusionConfig) -> bool:
+        """Native `hybrid` where asked for or detected, and only for what the cluster's version fuses."""
         if self.hybrid_mode == "client":
             return False
         if self.hybrid_mode == "native":
             return True
-        return self.features.native_hybrid
+        return self.features.fuses_natively(config)
+
+    def fuses_natively(self, config: FusionConfig) -> bool:
+        """Where `hybrid_search` fuses `config`: the cluster's pipeline (True) or `ddr_search.fusion` here."""
+        return self._native(config)
 
     def _pipeline_exists(self, name: str) -> bool:
         if name not in self._pipelines:
@@ -346,7 +351,7 @@ class OpenSearchBackend:
         if self._pipeline_exists(name):
             params["search_pipeline"] = name
         else:  # a configuration `setup` did not create: a temporary pipeline in the request
-            inline = schema.pipeline_body(config)
+            inline = schema.pipeline_body(config, self.features.version)
         body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline)
         hits = self._search(body, **params)
         if not hits or not sub_scores:

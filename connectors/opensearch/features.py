@@ -12,11 +12,13 @@ from opensearchpy import exceptions as os_errors
 
 from connectors.opensearch.client import wrapped
 from ddr_search.errors import BackendError
+from ddr_search.fusion import FusionConfig, Technique
 
 KNN_PLUGIN = "opensearch-knn"
 NEURAL_PLUGIN = "opensearch-neural-search"
 # hybrid `pagination_depth` and the score-ranker (RRF) processor both arrived in 2.19
 NATIVE_HYBRID_SINCE = (2, 19, 0)
+Z_SCORE_SINCE = (3, 0, 0)  # 2.19.1: "provided normalization technique is not supported"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,20 @@ class ClusterFeatures:
     def native_hybrid(self) -> bool:
         """The `hybrid` query with search pipelines, as this connector sends it."""
         return self.distribution == "opensearch" and self.neural_search and self.version >= NATIVE_HYBRID_SINCE
+
+    def fuses_natively(self, config: FusionConfig) -> bool:
+        """Whether the cluster's pipeline can fuse `config` exactly as `ddr_search.fusion.fuse` does.
+
+        z_score needs 3.0. Weighted RRF stays on the client everywhere: 2.19 refuses RRF weights, and
+        3.1+ multiplies by the weights without the mean-1 scaling `fuse` uses (same order, other scores).
+        """
+        if not self.native_hybrid:
+            return False
+        if config.technique is Technique.Z_SCORE:
+            return self.version >= Z_SCORE_SINCE
+        if config.technique is Technique.RRF:
+            return len(set(config.weights)) == 1
+        return True
 
     def describe(self) -> str:
         version = ".".join(map(str, self.version))

@@ -57,6 +57,8 @@ def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
     return {
         "index": {
             "knn": True,
+            "number_of_shards": settings.shards,
+            "number_of_replicas": settings.replicas,
             "knn.algo_param.ef_search": settings.hnsw_ef_search,
             "similarity": {"default": {"type": "BM25", "k1": BM25_K1, "b": BM25_B}},
         },
@@ -110,7 +112,7 @@ def mappings(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
                 "method": {
                     "name": "hnsw",
                     "space_type": "innerproduct",
-                    "engine": "faiss",
+                    "engine": settings.knn_engine,
                     "parameters": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
                 },
             },
@@ -143,24 +145,31 @@ def pipeline_name(alias: str, config: FusionConfig) -> str:
     """A stable name per fusion configuration, e.g. `ddr-documents-min_max-0.3-0.7` / `...-rrf-60`."""
     if config.technique is Technique.RRF:
         detail = f"rrf-{config.rank_constant}"
-        if len(set(config.weights)) > 1:  # weighted RRF is another pipeline (pipeline_body adds the weights)
-            detail += "-" + "-".join(f"{w:g}" for w in config.weights)
     else:
         detail = f"{config.technique.value}-" + "-".join(f"{w:g}" for w in config.weights)
     return f"{alias}-{detail}"
 
 
-def pipeline_body(config: FusionConfig) -> dict[str, Any]:
-    """A search pipeline with one phase-results processor, in the documented 2.19 / 3.x shape.
+RANK_CONSTANT_TOP_LEVEL_SINCE = (3, 0, 0)
+PROVEN_VERSION = (2, 19, 1)  # the neural-search version the test tier runs: deploy/ and `setup --print-template`
+
+
+def pipeline_body(config: FusionConfig, version: tuple[int, int, int]) -> dict[str, Any]:
+    """A search pipeline with one phase-results processor, in the shape the cluster's version reads.
 
     min_max / l2 / z_score: `normalization-processor` + `arithmetic_mean` with the weights (2.10+).
-    rrf: `score-ranker-processor` (2.19+) with `rank_constant` and the weights.
+    rrf: `score-ranker-processor` (2.19+). On 2.19 `rank_constant` is read from
+    `combination.parameters` and a top-level one is silently ignored (checked on a 2.19.1 node: it
+    then ranks with 60); 3.x documents it at the top level. Weighted RRF never gets here (see
+    `ClusterFeatures.fuses_natively`).
     """
     weights = [round(w, 6) for w in config.weights]
     if config.technique is Technique.RRF:
-        combination: dict[str, Any] = {"technique": "rrf", "rank_constant": config.rank_constant}
-        if len(set(weights)) > 1:  # per-query RRF weights are 3.x-only; equal weights need none (2.19)
-            combination["parameters"] = {"weights": weights}
+        combination: dict[str, Any] = {"technique": "rrf"}
+        if version >= RANK_CONSTANT_TOP_LEVEL_SINCE:
+            combination["rank_constant"] = config.rank_constant
+        else:
+            combination["parameters"] = {"rank_constant": config.rank_constant}
         processor = {"score-ranker-processor": {"combination": combination}}
     else:
         processor = {

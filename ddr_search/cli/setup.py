@@ -36,7 +36,10 @@ def setup(dimension: int | None, encoder_version: str | None, print_template: bo
         out = {
             "index_template": schema.index_template(settings.opensearch, dimension),
             "index": schema.index_name(settings.opensearch.index, encoder_version),
-            "pipelines": {schema.pipeline_name(settings.opensearch.index, c): schema.pipeline_body(c) for c in configs},
+            "pipelines": {
+                schema.pipeline_name(settings.opensearch.index, c): schema.pipeline_body(c, schema.PROVEN_VERSION)
+                for c in configs
+            },
         }
         click.echo(json.dumps(out, indent=2))
         return

@@ -84,14 +84,14 @@ def test_z_score_single_hit_keeps_its_raw_score() -> None:
 
 def test_rrf_by_hand() -> None:
     fused = fuse([BM25, DENSE], FusionConfig(Technique.RRF))
-    expected = {"a": 0.5 / 61 + 0.5 / 63, "b": 0.5 / 62 + 0.5 / 61, "c": 0.5 / 63, "d": 0.5 / 62}
+    expected = {"a": 1 / 61 + 1 / 63, "b": 1 / 62 + 1 / 61, "c": 1 / 63, "d": 1 / 62}  # a plain sum, as the node
     assert scores(fused) == pytest.approx(expected)
     assert [f.id for f in fused] == ["b", "a", "d", "c"]
 
 
 def test_rrf_rank_constant() -> None:
     fused = fuse([[("a", 1.0)], [("a", 1.0)]], FusionConfig(Technique.RRF, rank_constant=1))
-    assert fused[0].score == pytest.approx(0.5 / 2 + 0.5 / 2)
+    assert fused[0].score == pytest.approx(1 / 2 + 1 / 2)
 
 
 def test_k_and_duplicates() -> None:

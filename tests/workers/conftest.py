@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import service_missing
+
 REDIS_URL = os.environ.get("DDR_TEST_REDIS_URL", "redis://localhost:6379/0")
 AMQP_URL = os.environ.get("DDR_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672//")
 DDR_SEARCH = Path(sys.executable).parent / "ddr-search"
@@ -32,14 +34,14 @@ def _reachable(port: int) -> bool:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     if not _reachable(6379):
-        pytest.skip("Redis is not running on localhost:6379")
+        service_missing("Redis is not running on localhost:6379")
     return REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     if not _reachable(5672):
-        pytest.skip("RabbitMQ is not running on localhost:5672")
+        service_missing("RabbitMQ is not running on localhost:5672")
     return AMQP_URL
 
 

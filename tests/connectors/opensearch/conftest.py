@@ -1,5 +1,7 @@
-"""Targets for the OpenSearch tests: osmem-server (real, in-memory), the k-NN double over it, or a real
-cluster (opt-in, marker `cluster`, when DDR_OPENSEARCH_URL / DDR_OPENSEARCH__URL is set).
+"""Targets for the OpenSearch tests: the real test nodes `scripts/services` starts (OpenSearch 2.19.1 with
+k-NN + neural-search, 3.5.0 with k-NN; lucene engine, no replicas), or, when DDR_OPENSEARCH_URL /
+DDR_OPENSEARCH__URL is set, that cluster alone (with the DDR_OPENSEARCH__* settings of the environment).
+Every test gets an alias of its own and deletes every index, template and pipeline it made.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,9 +23,11 @@ from connectors.opensearch import OpenSearchBackend
 from connectors.opensearch.client import build_client
 from ddr_search.settings import OpenSearchSettings, Settings
 from ddr_search.types import Document, IndexedDocument, QueryEncoding, RoutingMode
-from tests.connectors.opensearch.knn_double import DoubleState, KnnDoubleConnection
+from tests.conftest import engine_url
+from tests.connectors.opensearch.faults import FaultConnection, FaultState
 
 CLUSTER_URL = os.environ.get("DDR_OPENSEARCH_URL") or os.environ.get("DDR_OPENSEARCH__URL")
+NODES = {"os2.19": "opensearch-2.19.1", "os3.5": "opensearch-3.5.0"}  # test id -> tests/engines catalog name
 
 
 class HashEncoder:
@@ -97,17 +101,16 @@ def indexed(encoder: HashEncoder, docs: Sequence[Document] = CORPUS) -> list[Ind
 
 @dataclass
 class Target:
-    """Where a test runs: `osmem`, `double` (osmem + the k-NN double) or `cluster` (a real one)."""
+    """Where a test runs: a test node (`os2.19`, `os3.5`) or `cluster` (DDR_OPENSEARCH_URL)."""
 
     name: str
     settings: OpenSearchSettings
-    double: DoubleState | None = None
-    created: list[str] = field(default_factory=list)
+    faults: FaultState | None = None
 
     def overrides(self) -> dict[str, Any]:
-        if self.double is None:
+        if self.faults is None:
             return {}
-        return {"connection_class": KnnDoubleConnection, "double": self.double}
+        return {"connection_class": FaultConnection, "faults": self.faults}
 
     def client(self) -> Any:
         return build_client(self.settings, **self.overrides())
@@ -118,41 +121,52 @@ class Target:
                                  dimension=dimension, **kwargs)
 
 
-def _make_target(request: pytest.FixtureRequest, name: str) -> Iterator[Target]:
-    alias = f"ddr-test-{uuid.uuid4().hex[:8]}"
+def target_settings(name: str, alias: str) -> OpenSearchSettings:
     if name == "cluster":
-        if not CLUSTER_URL:
-            pytest.skip("set DDR_OPENSEARCH_URL to run against a real OpenSearch cluster")
-        base = Settings().opensearch
-        target = Target(name, base.model_copy(update={"url": CLUSTER_URL.rstrip("/"), "index": alias}))
+        assert CLUSTER_URL
+        return Settings().opensearch.model_copy(update={"url": CLUSTER_URL.rstrip("/"), "index": alias})
+    return OpenSearchSettings(url=engine_url(NODES[name]), index=alias, knn_engine="lucene", replicas=0)
+
+
+def clean_up(settings: OpenSearchSettings) -> None:
+    """Delete what a test made under its alias: version indices, the template, its search pipelines."""
+    client = build_client(settings)
+    alias = settings.index
+    for index in client.indices.get(index=f"{alias}-v*", params={"ignore": 404}):
+        if index.startswith(f"{alias}-v"):
+            client.indices.delete(index=index)
+    client.indices.delete_index_template(name=f"{alias}-template", ignore=[404])
+    with contextlib.suppress(TransportError):  # a cluster without search pipelines
+        for name in client.transport.perform_request("GET", "/_search/pipeline", params={"ignore": 404}):
+            if name.startswith(f"{alias}-"):
+                client.transport.perform_request("DELETE", f"/_search/pipeline/{name}")
+    client.close()
+
+
+def _make_target(name: str, faults: FaultState | None = None) -> Iterator[Target]:
+    target = Target(name, target_settings(name, f"ddr-test-{uuid.uuid4().hex[:8]}"), faults)
+    try:
         yield target
-        client = target.client()
-        for index in client.indices.get(index=f"{alias}-v*", params={"ignore": 404}):
-            if index.startswith(f"{alias}-v"):
-                client.indices.delete(index=index)
-        client.indices.delete_index_template(name=f"{alias}-template", ignore=[404])
-        for pipeline in ("min_max-0.5-0.5", "min_max-0.3-0.7", "rrf-60"):
-            with contextlib.suppress(TransportError):  # absent, or a cluster without search pipelines
-                client.transport.perform_request("DELETE", f"/_search/pipeline/{alias}-{pipeline}")
-        return
-    clone = request.getfixturevalue("osmem_clone")
-    yield Target(name, OpenSearchSettings(url=clone.url, index=alias),
-                 double=DoubleState() if name == "double" else None)
+    finally:
+        clean_up(target.settings)
 
 
-@pytest.fixture(params=["osmem", pytest.param("cluster", marks=pytest.mark.cluster)])
+TARGETS = ["cluster"] if CLUSTER_URL else list(NODES)
+
+
+@pytest.fixture(params=[pytest.param(t, marks=pytest.mark.cluster) for t in TARGETS])
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    """Everything osmem-server implements for real: setup, mappings, bulk, BM25, aliases, reindex."""
-    yield from _make_target(request, request.param)
+    """Every OpenSearch the tier covers: both test nodes, or the cluster DDR_OPENSEARCH_URL names."""
+    yield from _make_target(request.param)
 
 
-@pytest.fixture(params=["double", pytest.param("cluster", marks=pytest.mark.cluster)])
-def knn_target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    """kNN, hybrid and pipelines: the documented-scoring double over osmem, or a real cluster."""
-    yield from _make_target(request, request.param)
+@pytest.fixture(params=[pytest.param(TARGETS[0], marks=pytest.mark.cluster)])
+def native_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The target with neural-search (native hybrid + pipelines): the 2.19.1 node, or the given cluster."""
+    yield from _make_target(request.param)
 
 
-@pytest.fixture()
-def double_target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    """The double alone (fault injection, recorded bodies): no real-cluster variant."""
-    yield from _make_target(request, "double")
+@pytest.fixture(params=[pytest.param(TARGETS[0], marks=pytest.mark.cluster)])
+def faulty_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """A real node behind the fault-injecting connection (tests/connectors/opensearch/faults.py)."""
+    yield from _make_target(request.param, FaultState())

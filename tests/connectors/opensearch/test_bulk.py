@@ -1,4 +1,4 @@
-"""Bulk writes against osmem-server: idempotent by id, per-document failures named, retries on 429/5xx."""
+"""Bulk writes on the real nodes: idempotent by id, per-document failures named, retries on 429/5xx."""
 
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ def test_cluster_rejects_a_wrong_dimension_per_document(target: Target) -> None:
     assert backend.count() == 1
 
 
-def test_bulk_retries_whole_request_503_and_item_429_with_backoff(double_target: Target) -> None:
-    backend = ready(double_target, chunk_size=4)
-    state = double_target.double
+def test_bulk_retries_whole_request_503_and_item_429_with_backoff(faulty_target: Target) -> None:
+    backend = ready(faulty_target, chunk_size=4)
+    state = faulty_target.faults
     assert state is not None
     state.fail_bulk_requests = 2  # the first two bulk requests answer 503
     state.reject_items_once = {"d2", "d6"}  # then these two are refused once with 429
@@ -99,13 +99,13 @@ def test_bulk_retries_whole_request_503_and_item_429_with_backoff(double_target:
     assert ["d6"] in sent
 
 
-def test_bulk_gives_up_after_max_retries_with_a_clear_error(double_target: Target) -> None:
-    backend = ready(double_target, max_retries=2)
-    assert double_target.double is not None
-    double_target.double.fail_bulk_requests = 10
+def test_bulk_gives_up_after_max_retries_with_a_clear_error(faulty_target: Target) -> None:
+    backend = ready(faulty_target, max_retries=2)
+    assert faulty_target.faults is not None
+    faulty_target.faults.fail_bulk_requests = 10
     with pytest.raises(BackendError, match=r"bulk index into .*: 503 unavailable_shards_exception"):
         backend.upsert(indexed(HashEncoder()))
-    assert len(double_target.double.bulk_bodies) == 3
+    assert len(faulty_target.faults.bulk_bodies) == 3
 
 
 def test_is_a_backend_built_by_the_factory_and_describes_itself(target: Target) -> None:

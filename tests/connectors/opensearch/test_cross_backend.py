@@ -1,8 +1,8 @@
 """Client-side fusion over OpenSearch and the embedded backend give the same top-10 on the same data.
 
-OpenSearch side: osmem-server runs BM25 for real (Lucene BM25, k1 1.5, b 0.75, English stop words +
-Snowball, over title + text), the k-NN double answers kNN with OpenSearch's documented scores. Embedded
-side: bm25s with the same parameters and exact inner products. Both fuse with `ddr_search.fusion`.
+OpenSearch side: the real nodes (Lucene BM25, k1 1.5, b 0.75, English stop words + Snowball, over title +
+text; k-NN innerproduct). Embedded side: bm25s with the same parameters and exact inner products. Both fuse
+with `ddr_search.fusion`.
 Vectors here have non-negative components, so every x.y >= 0 and the faiss score 1 + x.y is an affine
 map of x.y: min_max fusion of either gives the same ranking (the caveat for negative x.y is in
 docs/opensearch.md).
@@ -30,11 +30,11 @@ def positive_documents(encoder: HashEncoder) -> list[IndexedDocument]:
 
 
 @pytest.mark.parametrize("technique", [Technique.MIN_MAX, Technique.RRF])
-def test_same_top10_as_the_embedded_backend(knn_target: Target, tmp_path, technique: Technique) -> None:
+def test_same_top10_as_the_embedded_backend(target: Target, tmp_path, technique: Technique) -> None:
     encoder = HashEncoder()
     docs = positive_documents(encoder)
-    opensearch = knn_target.backend(16, hybrid="client")
-    admin.setup(opensearch, knn_target.settings, dimension=16, encoder_version=encoder.version)
+    opensearch = target.backend(16, hybrid="client")
+    admin.setup(opensearch, target.settings, dimension=16, encoder_version=encoder.version)
     opensearch.upsert(docs)
     embedded = EmbeddedBackend(tmp_path / "embedded", 16)
     embedded.upsert(docs)
@@ -59,10 +59,7 @@ def test_same_top10_as_the_embedded_backend(knn_target: Target, tmp_path, techni
 
 
 def test_bm25_ranks_match_bm25s(target: Target, tmp_path) -> None:
-    """Same analyzer: osmem's BM25 and bm25s give the same order here. Their scores differ (osmem up to
-    ~25% higher on this corpus): osmem ignores `index.similarity` (k1 / b) and its BM25 is not Lucene's
-    exactly (checked by hand on a 4-document index), so fused scores differ a little between the
-    backends while the top-10 above does not. A real cluster applies k1 1.5 / b 0.75 from the template."""
+    """Same analyzer and BM25 parameters (k1 1.5, b 0.75): Lucene and bm25s give the same order here."""
     encoder = HashEncoder()
     docs = positive_documents(encoder)
     opensearch = target.backend(16)
@@ -79,18 +76,17 @@ def test_bm25_ranks_match_bm25s(target: Target, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "bm25", "dense"])
-def test_the_query_path_ranks_alike_on_both_backends(knn_target: Target, tmp_path, mode: str) -> None:
+def test_the_query_path_ranks_alike_on_both_backends(target: Target, tmp_path, mode: str) -> None:
     """DDRSearch (ingest + the shared query path) over OpenSearch and over the embedded store.
 
-    Hybrid fuses with RRF here: it depends on the two backends' BM25 *orders* only, which agree; osmem's
-    BM25 *scores* are not Lucene's (see above), so min_max over them could reorder close documents.
+    Hybrid fuses with RRF here; min_max is compared in the test above.
     """
     from ddr_search.client import DDRSearch
     from ddr_search.settings import SearchSettings, Settings
 
     encoder = HashEncoder()
-    opensearch = knn_target.backend(16)
-    admin.setup(opensearch, knn_target.settings, dimension=16, encoder_version=encoder.version)
+    opensearch = target.backend(16)
+    admin.setup(opensearch, target.settings, dimension=16, encoder_version=encoder.version)
     settings = Settings(home=tmp_path / "home", search=SearchSettings(normalization="rrf"))
     with DDRSearch(settings, encoder=encoder, backend=opensearch) as over_os, \
             DDRSearch(settings, encoder=encoder, backend=EmbeddedBackend(tmp_path / "embedded", 16)) as local:

@@ -26,7 +26,7 @@ def test_pipeline_json_is_what_setup_writes() -> None:
     assert [f.stem for f in files] == sorted(schema.pipeline_name("ddr-documents", c) for c in configs)
     for config in configs:
         path = DEPLOY / "opensearch" / "pipelines" / f"{schema.pipeline_name('ddr-documents', config)}.json"
-        assert json.loads(path.read_text()) == schema.pipeline_body(config)
+        assert json.loads(path.read_text()) == schema.pipeline_body(config, schema.PROVEN_VERSION)
 
 
 def test_compose_runs_opensearch_3_with_security_redis_and_a_worker() -> None:

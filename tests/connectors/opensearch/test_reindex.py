@@ -1,4 +1,4 @@
-"""Re-embedding against osmem-server: the alias serves the old version while the new one fills, then one
+"""Re-embedding on the real nodes: the alias serves the old version while the new one fills, then one
 atomic `_aliases` switch; any failure leaves the alias where it was."""
 
 from __future__ import annotations
@@ -98,13 +98,13 @@ def test_reindex_without_setup_is_a_clear_error(target: Target) -> None:
         admin.reindex(target.backend(16), target.settings, HashEncoder("hash-b"))
 
 
-def test_a_failed_alias_switch_leaves_the_old_alias_serving(double_target: Target) -> None:
-    backend = loaded(double_target)
-    assert double_target.double is not None
-    double_target.double.fail_paths["/_aliases"] = 1
+def test_a_failed_alias_switch_leaves_the_old_alias_serving(faulty_target: Target) -> None:
+    backend = loaded(faulty_target)
+    assert faulty_target.faults is not None
+    faulty_target.faults.fail_paths["/_aliases"] = 1
     with pytest.raises(BackendError, match=r"_aliases \(switch .*503"):
-        admin.reindex(backend, double_target.settings, HashEncoder("hash-b"))
-    alias = double_target.settings.index
-    assert serving(double_target) == [f"{alias}-vhash-a"]
-    assert not double_target.client().indices.exists(index=f"{alias}-vhash-b")
+        admin.reindex(backend, faulty_target.settings, HashEncoder("hash-b"))
+    alias = faulty_target.settings.index
+    assert serving(faulty_target) == [f"{alias}-vhash-a"]
+    assert not faulty_target.client().indices.exists(index=f"{alias}-vhash-b")
     assert backend.count() == len(CORPUS)

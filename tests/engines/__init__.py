@@ -1,0 +1,1 @@
+"""Real search-engine nodes for the tests: assembled from Maven Central, run unprivileged."""

@@ -1,0 +1,96 @@
+"""The search-engine nodes the tests run against: what each one is assembled from (Maven Central
+coordinates only: no other download host is reachable here) and how it is started.
+
+OpenSearch 2.19.1 is the newest release whose k-NN *and* neural-search plugins Maven Central serves, so it
+is the node that proves the native `hybrid` query and search pipelines. OpenSearch 3.5.0 proves the 3.x
+line with k-NN (neural-search 3.x is not served: client-side fusion there). The integ-test zips carry no
+native k-NN libraries, so these nodes run the `lucene` k-NN engine, never faiss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+JAVA_17 = "/usr/lib/jvm/java-17-openjdk-amd64"
+JAVA_25 = "/usr/lib/jvm/temurin-25-jdk-amd64"
+
+PAINLESS_POLICY = """grant {
+  permission java.lang.RuntimePermission "createClassLoader";
+  permission java.lang.RuntimePermission "getClassLoader";
+};
+"""
+
+
+@dataclass(frozen=True)
+class JarModule:
+    """A module the integ-test zip lacks, rebuilt from plain jars into `modules/<name>/`."""
+
+    name: str
+    classname: str
+    jars: tuple[str, ...]  # Maven coordinates group:artifact:version
+    extends: str = ""
+    policy: str = ""
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str  # also the folder and the state file's name
+    distribution: str  # "opensearch"
+    version: str
+    java_home: str
+    zip: str  # Maven coordinates of the distribution zip
+    plugins: tuple[str, ...] = ()  # Maven coordinates of plugin zips, installed with `opensearch-plugin`
+    modules: tuple[JarModule, ...] = ()
+    heap: str = "1g"
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+_PAINLESS_2_19 = JarModule(
+    name="lang-painless",
+    classname="org.opensearch.painless.PainlessPlugin",
+    jars=(
+        "org.opensearch.plugin:lang-painless:2.19.1",
+        "org.opensearch.plugin:opensearch-scripting-painless-spi:2.19.1",
+        "org.antlr:antlr4-runtime:4.13.1",
+        "org.ow2.asm:asm:9.7",
+        "org.ow2.asm:asm-util:9.7",
+        "org.ow2.asm:asm-tree:9.7",
+        "org.ow2.asm:asm-commons:9.7",
+        "org.ow2.asm:asm-analysis:9.7",
+    ),
+    policy=PAINLESS_POLICY,
+)
+_ANALYSIS_COMMON_2_19 = JarModule(
+    name="analysis-common",
+    classname="org.opensearch.analysis.common.CommonAnalysisPlugin",
+    jars=("org.opensearch.plugin:analysis-common:2.19.1",),
+    extends="lang-painless",
+)
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        EngineSpec(
+            name="opensearch-2.19.1",
+            distribution="opensearch",
+            version="2.19.1",
+            java_home=JAVA_17,
+            zip="org.opensearch.distribution.integ-test-zip:opensearch:2.19.1:zip",
+            plugins=(
+                "org.opensearch.plugin:opensearch-knn:2.19.1.0:zip",
+                "org.opensearch.plugin:neural-search:2.19.1.0:zip",
+            ),
+            modules=(_PAINLESS_2_19, _ANALYSIS_COMMON_2_19),
+        ),
+        EngineSpec(
+            name="opensearch-3.5.0",
+            distribution="opensearch",
+            version="3.5.0",
+            java_home=JAVA_25,
+            zip="org.opensearch.distribution.integ-test-zip:opensearch:3.5.0:zip",
+            plugins=("org.opensearch.plugin:opensearch-knn:3.5.0.0:zip",),
+        ),
+    )
+}
+
+DEFAULT_ENGINES = ("opensearch-2.19.1", "opensearch-3.5.0")

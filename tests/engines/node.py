@@ -1,0 +1,252 @@
+"""Assemble, start, find and stop one engine node (stdlib only: runs before and outside the test venv).
+
+Layout under `ENGINES_HOME` (default /var/tmp/ddr-engines, readable by the unprivileged user):
+`m2/` the Maven cache, `<name>/home` the assembled distribution (kept between runs: assembly is the slow
+part), `<name>/data` and `<name>/logs` (fresh at every start), `<name>/node.json` (url, pid) while it runs.
+Engines refuse to run as root, so as root the node runs as the system user `ddr-engine` via `runuser`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tests.engines.catalog import ENGINES, EngineSpec, JarModule
+
+ENGINES_HOME = Path(os.environ.get("DDR_ENGINES_HOME", "/var/tmp/ddr-engines"))
+ENGINE_USER = "ddr-engine"
+READY_TIMEOUT_S = 240.0
+
+
+class EngineError(RuntimeError):
+    """A node could not be assembled or started; the message says why (and where its log is)."""
+
+
+def _run(cmd: list[str], **kwargs: object) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if done.returncode:
+        raise EngineError(f"{' '.join(cmd[:4])} ... failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}")
+
+
+# -- assembly ---------------------------------------------------------------------------------------
+
+
+def maven_artifact(coordinates: str) -> Path:
+    """The artifact's file in our own Maven cache, fetched with `mvn dependency:get` if missing."""
+    parts = coordinates.split(":")
+    group, artifact, version = parts[:3]
+    packaging = parts[3] if len(parts) > 3 else "jar"
+    repo = ENGINES_HOME / "m2"
+    path = repo / group.replace(".", "/") / artifact / version / f"{artifact}-{version}.{packaging}"
+    if not path.exists():
+        _run(["mvn", "-q", "-B", f"-Dmaven.repo.local={repo}", "dependency:get",
+              f"-Dartifact={coordinates}", "-Dtransitive=false"])
+    if not path.exists():
+        raise EngineError(f"mvn fetched {coordinates} but {path} is missing")
+    return path
+
+
+def _write_module(home: Path, module: JarModule, spec: EngineSpec) -> None:
+    target = home / "modules" / module.name
+    target.mkdir(parents=True, exist_ok=True)
+    for coordinates in module.jars:
+        shutil.copy2(maven_artifact(coordinates), target)
+    descriptor = {
+        "description": f"{module.name} (assembled from Maven Central jars by tests/engines)",
+        "version": spec.version,
+        "name": module.name,
+        "classname": module.classname,
+        "java.version": "11",
+        "opensearch.version": spec.version,
+        "extended.plugins": module.extends,
+        "has.native.controller": "false",
+    }
+    (target / "plugin-descriptor.properties").write_text("".join(f"{k}={v}\n" for k, v in descriptor.items()))
+    if module.policy:
+        (target / "plugin-security.policy").write_text(module.policy)
+
+
+def _unzip_flat(archive: Path, into: Path) -> None:
+    """Unzip a distribution whose single top folder becomes `into` (file modes kept: bin/ is executable)."""
+    staging = into.with_name(into.name + ".unzip")
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            out = Path(zf.extract(info, staging))
+            mode = info.external_attr >> 16
+            if mode and not info.is_dir():
+                out.chmod(mode & 0o777)
+    (top,) = list(staging.iterdir())
+    top.rename(into)
+    staging.rmdir()
+
+
+def assemble(spec: EngineSpec) -> Path:
+    """`<name>/home`: the distribution, its rebuilt modules and plugins; built once, atomically."""
+    home = ENGINES_HOME / spec.name / "home"
+    if (home / ".assembled").exists():
+        return home
+    building = home.with_name("home.building")
+    shutil.rmtree(building, ignore_errors=True)
+    _unzip_flat(maven_artifact(spec.zip), building)
+    for module in spec.modules:
+        _write_module(building, module, spec)
+    env = {**os.environ, "JAVA_HOME": spec.java_home, "OPENSEARCH_JAVA_HOME": spec.java_home}
+    for plugin in spec.plugins:
+        _run([str(building / "bin" / "opensearch-plugin"), "install", "--batch", maven_artifact(plugin).as_uri()],
+             env=env, cwd=building)
+    (building / ".assembled").touch()
+    shutil.rmtree(home, ignore_errors=True)
+    building.rename(home)
+    return home
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _engine_user() -> str | None:
+    """The user a node runs as: `ddr-engine` (created on demand) when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(ENGINE_USER)
+    except KeyError:
+        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ENGINE_USER])
+    return ENGINE_USER
+
+
+def state_file(name: str) -> Path:
+    return ENGINES_HOME / name / "node.json"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=2) as response:
+            return json.load(response).get("status") in ("green", "yellow")
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(name: str) -> dict[str, object] | None:
+    """The running node's record (url, pid, version, ...) or None when it is not up and healthy."""
+    path = state_file(name)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _alive(int(record["pid"])) or not _healthy(str(record["url"])):
+        return None
+    return record
+
+
+def start(name: str) -> dict[str, object]:
+    """Start `name` unless it already runs (idempotent); returns its record once it answers healthy."""
+    if (record := running(name)) is not None:
+        return record
+    spec = ENGINES[name]
+    stop(name)
+    home = assemble(spec)
+    root = ENGINES_HOME / spec.name
+    data, logs = root / "data", root / "logs"
+    for folder in (data, logs):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    (home / "logs").mkdir(exist_ok=True)  # jvm.options writes logs/gc.log relative to the working directory
+    user = _engine_user()
+    if user is not None:
+        ENGINES_HOME.chmod(0o755)
+        root.chmod(0o755)
+        _run(["chown", "-R", f"{user}:", str(home), str(data), str(logs)])
+    port, transport = _free_port(), _free_port()
+    options = {
+        "discovery.type": "single-node",
+        "network.host": "127.0.0.1",
+        "http.port": str(port),
+        "transport.port": str(transport),
+        "path.data": str(data),
+        "path.logs": str(logs),
+        "cluster.name": f"ddr-test-{spec.name}",
+        "cluster.routing.allocation.disk.threshold_enabled": "false",
+        **spec.settings,
+    }
+    command = [str(home / "bin" / "opensearch"), *[f"-E{k}={v}" for k, v in options.items()]]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "JAVA_HOME": spec.java_home,
+        "OPENSEARCH_JAVA_HOME": spec.java_home,
+        "OPENSEARCH_JAVA_OPTS": f"-Xms{spec.heap} -Xmx{spec.heap}",
+    }
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    console = (logs / "console.log").open("ab")
+    process = subprocess.Popen(command, cwd=home, env=env, stdout=console, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    record: dict[str, object] = {"name": name, "url": url, "pid": process.pid, "version": spec.version,
+                                 "distribution": spec.distribution, "logs": str(logs)}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _healthy(url):
+        if process.poll() is not None:
+            raise EngineError(f"{name} exited with {process.returncode}; see {logs}/console.log:\n"
+                              + _tail(logs / "console.log"))
+        if time.monotonic() > deadline:
+            stop_pid(process.pid)
+            raise EngineError(f"{name} did not answer within {READY_TIMEOUT_S:.0f} s; see {logs}/console.log:\n"
+                              + _tail(logs / "console.log"))
+        time.sleep(0.5)
+    state_file(name).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM the node's process group, SIGKILL it after `timeout_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def stop(name: str) -> None:
+    path = state_file(name)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    stop_pid(int(record["pid"]))
+    path.unlink(missing_ok=True)
