@@ -51,5 +51,17 @@ class BackendError(DDRSearchError, RuntimeError):
     """A search backend failed (cluster down, rejected credentials, bulk failures)."""
 
 
+class DocumentsRejected(BackendError):
+    """The backend refused some documents for good (a mapping conflict, say) and stored all the others.
+
+    Repeating the write cannot help, so a worker records these per id instead of retrying its batch.
+    """
+
+    def __init__(self, message: str, failures: dict[str, str], attempted: int) -> None:
+        super().__init__(message)
+        self.failures = failures  # document id -> reason
+        self.attempted = attempted
+
+
 class ExportError(DDRSearchError, RuntimeError):
     """ONNX artifacts that are missing, stale, or were made for another module store."""

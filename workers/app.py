@@ -164,6 +164,18 @@ def create_app(settings: Settings, make_encoder: MakeEncoder, make_backend: Make
             parts.jobs().record_batch(job_id, index, outcome.indexed, outcome.failures)
         except TRANSIENT_ERRORS as e:  # the job store is down: redo the (idempotent) batch later
             raise self.retry(exc=e, countdown=backoff_s(self.request.retries)) from e
+        refresh_when_finished(job_id)
         return {"indexed": outcome.indexed, "failed": len(outcome.failures)}
+
+    def refresh_when_finished(job_id: str) -> None:
+        """After a job's last batch, one refresh makes all of it searchable (batches never wait for one)."""
+        try:
+            if not parts.jobs().status(job_id).finished:
+                return
+            refresh = getattr(parts.encoder_and_backend()[1], "refresh", None)
+            if callable(refresh):
+                refresh()
+        except TRANSIENT_ERRORS as e:  # the index's own refresh interval makes the documents visible anyway
+            log.warning("job %s finished but the final refresh failed: %s", job_id, e)
 
     return app

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ddr_search.errors import BackendError, InputError
+from ddr_search.errors import BackendError, DocumentsRejected, InputError
 from ddr_search.types import Backend, Document, Encoder, QueryEncoding, RoutingMode, Vectors
 from workers.payload import from_payload, payload_key
 
@@ -82,6 +82,9 @@ def index_batch(items: Sequence[object], encoder: Encoder, backend: Backend, *, 
     checked = _CheckedEncoder(encoder)
     try:
         outcome.indexed = embed_and_index(documents, checked, backend, batch_size=batch_size)
+    except DocumentsRejected as e:  # permanent, per document: the rest of the batch is stored
+        outcome.indexed = e.attempted - len(e.failures)
+        outcome.failures.update({doc_id: f"rejected by the backend: {why}" for doc_id, why in e.failures.items()})
     except TRANSIENT_ERRORS:
         raise
     except Exception:

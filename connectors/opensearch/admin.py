@@ -81,6 +81,25 @@ def _create_index(backend: OpenSearchBackend, settings: OpenSearchSettings, inde
     return False
 
 
+REFRESH_TIMEOUT_S = 300.0
+REFRESH_ATTEMPTS = 3
+
+
+def refresh_patiently(backend: OpenSearchBackend, index: str) -> None:
+    """Refresh `index`, waiting as long as a large index needs: a refresh that outlives the client's
+    timeout still completes on the cluster, so a timeout is retried (refresh is idempotent) instead of
+    failing the reindex and deleting the index it has just filled."""
+    for attempt in range(1, REFRESH_ATTEMPTS + 1):
+        try:
+            with wrapped(f"refresh {index}", backend.url):
+                backend.client.indices.refresh(index=index, request_timeout=REFRESH_TIMEOUT_S)
+            return
+        except BackendError as e:
+            if not isinstance(e.__cause__, os_errors.ConnectionTimeout) or attempt == REFRESH_ATTEMPTS:
+                raise
+            log.warning("refresh of %s outlived %.0f s, asking again (attempt %d)", index, REFRESH_TIMEOUT_S, attempt)
+
+
 def put_template(backend: OpenSearchBackend, settings: OpenSearchSettings, dimension: int) -> str:
     name = schema.template_name(settings.index)
     with wrapped(f"PUT _index_template/{name}", backend.url):
@@ -179,6 +198,7 @@ def reindex(
         return ReindexReport(alias, old, new, backend.count(), switched=False,
                              note=f"{alias} already serves {new}: nothing to do")
     put_template(backend, settings, encoder.dimension)
+    refresh_patiently(backend, alias)  # the scroll below and the count check see only refreshed writes
     client = backend.client
     with wrapped(f"HEAD {new}", backend.url):
         if new not in old and client.indices.exists(index=new):
@@ -202,8 +222,7 @@ def reindex(
             written += embed_and_index(batch, encoder, writer, batch_size=batch_size)
             if on_batch is not None:
                 on_batch(written)
-        with wrapped(f"refresh {target}", backend.url):
-            client.indices.refresh(index=target)
+        refresh_patiently(backend, target)
         filled = writer.count()
         if filled != expected or written != expected:
             raise BackendError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,7 +16,7 @@ from opensearchpy import exceptions as os_errors
 from connectors.opensearch import queries, schema
 from connectors.opensearch.client import build_client, describe_error, redact_url, wrapped
 from connectors.opensearch.features import ClusterFeatures, detect
-from ddr_search.errors import BackendError, ConfigError
+from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.fusion import Fused, FusionConfig, fuse
 from ddr_search.settings import Settings
 from ddr_search.types import Document, IndexedDocument, JSONValue, ScoredIds
@@ -23,6 +24,7 @@ from ddr_search.types import Document, IndexedDocument, JSONValue, ScoredIds
 log = logging.getLogger(__name__)
 
 HYBRID_MODES = ("auto", "native", "client")
+MULTI_SHARD_NATIVE_SINCE = (3, 5, 0)  # documented per-shard fusion fix; not verifiable here (no neural-search 3.x)
 
 
 def inner_product_to_knn_score(ip: float) -> float:
@@ -55,7 +57,9 @@ class OpenSearchBackend:
     """Documents in the index behind `alias` (one `<alias>-v<encoder version>` index at a time).
 
     Writes go to `alias` (or to `index` while `ddr-search reindex` fills a new version); every write is
-    an `index` op keyed by document id, so repeating a batch leaves one copy.
+    an `index` op keyed by document id, so repeating a batch leaves one copy. Bulk requests do not wait
+    for a refresh (`refresh=wait_for` per batch costs a refresh interval each): an ingest calls
+    `refresh()` once at the end, and the index's own refresh interval covers writes in between.
     """
 
     kind = "opensearch"
@@ -68,7 +72,7 @@ class OpenSearchBackend:
         url: str | None = None,
         dimension: int | None = None,
         hybrid: str = "auto",
-        refresh: bool | str = "wait_for",
+        refresh: bool | str = False,
         chunk_size: int = 500,
         max_retries: int = 5,
         initial_backoff_s: float = 0.5,
@@ -89,6 +93,7 @@ class OpenSearchBackend:
         self.max_backoff_s = max_backoff_s
         self._features: ClusterFeatures | None = None
         self._pipelines: dict[str, bool] = {}
+        self._shard_count: int | None = None
         self._alias_ready = not require_alias  # False: `alias` may name a concrete index (reindex's writer)
 
     @classmethod
@@ -157,7 +162,8 @@ class OpenSearchBackend:
         if failures:
             shown = "; ".join(f"id {doc_id!r}: {why}" for doc_id, why in failures[:10])
             more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-            raise BackendError(f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}")
+            raise DocumentsRejected(f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}",
+                                    dict(failures), len(documents))
 
     def _bulk(self, actions: dict[str, dict[str, Any]], what: str) -> list[tuple[str, str]]:
         """Send one chunk; retry the whole request on 429/5xx and single items on 429/5xx, with backoff.
@@ -203,7 +209,8 @@ class OpenSearchBackend:
         return failures
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete by id; returns how many existed. Missing ids are not an error."""
+        """Delete by id; returns how many existed. Missing ids are not an error. Refreshes once at the end,
+        so a deleted document is gone from the next search."""
         if not ids:
             return 0
         deleted = 0
@@ -216,16 +223,31 @@ class OpenSearchBackend:
                 shown = "; ".join(f"id {doc_id!r}: {why}" for doc_id, why in failures[:10])
                 raise BackendError(f"{len(failures)} documents were not deleted: {shown}")
             deleted += before
+        self.refresh()
         return deleted
 
     def count_ids(self, ids: Sequence[str]) -> int:
-        body = {"query": {"ids": {"values": list(ids)}}}
-        return int(self._call("count", self.client.count, index=self.alias, body=body)["count"])
+        """How many of `ids` exist, by a real-time `mget` (a count would miss writes not yet refreshed)."""
+        response = self._call("mget", self.client.mget, index=self.alias, body={"ids": [str(i) for i in ids]},
+                              params={"_source": "false"})
+        return sum(1 for d in response["docs"] if d.get("found"))
 
     # -- reads ------------------------------------------------------------------------------------
 
     def _search(self, body: dict[str, Any], **params: Any) -> list[dict[str, Any]]:
         response = self._call("search", self.client.search, index=self.alias, body=body, params=params or None)
+        return self._complete_hits(response, "search")
+
+    def _complete_hits(self, response: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+        """The hits, or BackendError when the cluster answered with part of the index (shards failed or
+        the search timed out): an incomplete ranking must not pass as the ranking."""
+        shards = response.get("_shards") or {}
+        failed = int(shards.get("failed") or 0)
+        if failed or response.get("timed_out"):
+            reasons = {_reason({"error": f.get("reason")}) for f in shards.get("failures") or []}
+            why = f"{failed} of {shards.get('total')} shards failed" if failed else "the search timed out"
+            detail = f" ({'; '.join(sorted(reasons))[:300]})" if reasons else ""
+            raise BackendError(f"OpenSearch {what} on {redact_url(self.url)} returned partial results: {why}{detail}")
         return list(response["hits"]["hits"])
 
     def bm25_search(
@@ -307,16 +329,29 @@ class OpenSearchBackend:
                 reason = err.get("reason") if isinstance(err, dict) else err
                 where = f"OpenSearch msearch ({name}) on {redact_url(self.url)}"
                 raise BackendError(f"{where}: {sub.get('status')} {reason}")
-            lists.append([(h["_id"], float(h["_score"])) for h in sub["hits"]["hits"]])
+            lists.append([(h["_id"], float(h["_score"])) for h in self._complete_hits(sub, f"msearch ({name})")])
         return lists
 
     def _native(self, config: FusionConfig) -> bool:
-        """Native `hybrid` where asked for or detected, and only for what the cluster's version fuses."""
+        """Native `hybrid` where asked for or detected, and only where it ranks as `fuse` does: what the
+        cluster's version can fuse, over a one-shard index (before 3.5 the pipeline normalises and ranks
+        each shard's hits on their own; on a 2-shard 2.19.1 index 7 of 10 test rankings differed)."""
         if self.hybrid_mode == "client":
             return False
         if self.hybrid_mode == "native":
             return True
-        return self.features.fuses_natively(config)
+        if not self.features.fuses_natively(config):
+            return False
+        return self.features.version >= MULTI_SHARD_NATIVE_SINCE or self._shards() == 1
+
+    def _shards(self) -> int:
+        """The most primary shards of any index behind the alias (asked once per backend)."""
+        if self._shard_count is None:
+            response = self._call("GET settings", self.client.indices.get_settings, index=self.alias,
+                                  name="index.number_of_shards")
+            counts = [int(v["settings"]["index"]["number_of_shards"]) for v in response.values()]
+            self._shard_count = max(counts, default=1)
+        return self._shard_count
 
     def fuses_natively(self, config: FusionConfig) -> bool:
         """Where `hybrid_search` fuses `config`: the cluster's pipeline (True) or `ddr_search.fusion` here."""
@@ -353,7 +388,14 @@ class OpenSearchBackend:
         else:  # a configuration `setup` did not create: a temporary pipeline in the request
             inline = schema.pipeline_body(config, self.features.version)
         body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline)
-        hits = self._search(body, **params)
+        try:
+            hits = self._search(body, **params)
+        except BackendError as e:
+            # neural-search answers a page past the last fused hit with 400 "Reached end of search result"
+            # where the client-side fusion gives an empty page: so do we.
+            if "Reached end of search result" not in json.dumps(getattr(e.__cause__, "info", None), default=str):
+                raise
+            return []
         if not hits or not sub_scores:
             return [Fused(h["_id"], float(h["_score"]), (None, None)) for h in hits]
         # The cluster returns fused scores only. Each hit's own BM25 score and inner product come from one

@@ -22,6 +22,7 @@ class FaultState:
 
     searches: list[dict[str, Any]] = field(default_factory=list)  # {"path", "params", "body"} of each search
     bulk_bodies: list[list[str]] = field(default_factory=list)  # ids sent in each bulk request
+    bulk_params: list[dict[str, Any]] = field(default_factory=list)  # query parameters of each bulk request
     fail_bulk_requests: int = 0  # answer this many bulk requests with 503
     reject_items_once: set[str] = field(default_factory=set)  # answer these ids' next op with 429
     fail_paths: dict[str, int] = field(default_factory=dict)  # path suffix -> how many requests answer 503
@@ -74,6 +75,7 @@ class FaultConnection(Urllib3HttpConnection):
             i += 2 if has_source else 1
         ids = [next(iter(json.loads(a).values())).get("_id") for a, _ in ops]
         self.faults.bulk_bodies.append(ids)
+        self.faults.bulk_params.append(dict(params or {}))
         if self.faults.fail_bulk_requests > 0:
             self.faults.fail_bulk_requests -= 1
             self._fail(503, "unavailable_shards_exception", "injected: node overloaded")

@@ -22,6 +22,7 @@ def test_upsert_is_idempotent_and_round_trips(target: Target) -> None:
     docs = indexed(HashEncoder())
     backend.upsert(docs)
     backend.upsert(docs)  # a redelivered batch
+    backend.refresh()
     assert backend.count() == len(CORPUS)
     assert backend.count("legal") == 4 and backend.count("medical") == 4
     assert backend.domain_counts() == {"legal": 4, "medical": 4}
@@ -35,8 +36,10 @@ def test_upsert_replaces_by_id(target: Target) -> None:
     backend = ready(target)
     enc = HashEncoder()
     backend.upsert(indexed(enc))
+    backend.refresh()
     changed = Document("d1", "Rewritten text about equity.", "Equity", "legal", {"year": 2024})
     backend.upsert(indexed(enc, [changed]))
+    backend.refresh()
     assert backend.count() == len(CORPUS)
     assert backend.get(["d1"])["d1"] == changed
 
@@ -44,6 +47,7 @@ def test_upsert_replaces_by_id(target: Target) -> None:
 def test_delete_counts_only_existing_ids(target: Target) -> None:
     backend = ready(target)
     backend.upsert(indexed(HashEncoder()))
+    backend.refresh()
     assert backend.delete(["d1", "d2", "nope"]) == 2
     assert backend.count() == len(CORPUS) - 2
     assert backend.delete(["d1"]) == 0
@@ -54,6 +58,7 @@ def test_partial_failure_names_each_rejected_document_and_keeps_the_rest(target:
     backend = ready(target)
     enc = HashEncoder()
     backend.upsert(indexed(enc, CORPUS[:2]))
+    backend.refresh()
     bad = [Document("bad1", "some text", "t", "legal", {"year": "not a year"}),
            Document("ok1", "fine text", "t", "legal", {"year": 2001}),
            Document("bad2", "more text", "t", None, {"year": {"nested": True}})]
@@ -63,6 +68,7 @@ def test_partial_failure_names_each_rejected_document_and_keeps_the_rest(target:
     assert message.startswith("2 of 3 documents were not indexed")
     assert "id 'bad1'" in message and "id 'bad2'" in message and "ok1" not in message
     assert "metadata.year" in message  # the reason from the cluster
+    backend.refresh()
     assert backend.count() == 3  # the two good ones before, plus ok1: nothing silently dropped or kept
     assert set(backend.get(["ok1", "bad1", "bad2"])) == {"ok1"}
 
@@ -82,6 +88,7 @@ def test_cluster_rejects_a_wrong_dimension_per_document(target: Target) -> None:
     wrong = IndexedDocument(CORPUS[1], np.ones(3, dtype=np.float32), "hash-a")
     with pytest.raises(BackendError, match=r"1 of 2 documents were not indexed: id 'd2': mapper_parsing_exception"):
         backend.upsert([*good, wrong])
+    backend.refresh()
     assert backend.count() == 1
 
 
@@ -92,6 +99,7 @@ def test_bulk_retries_whole_request_503_and_item_429_with_backoff(faulty_target:
     state.fail_bulk_requests = 2  # the first two bulk requests answer 503
     state.reject_items_once = {"d2", "d6"}  # then these two are refused once with 429
     backend.upsert(indexed(HashEncoder()))
+    backend.refresh()
     assert backend.count() == len(CORPUS)
     sent = state.bulk_bodies
     assert sent[0] == sent[1] == sent[2] == ["d1", "d2", "d3", "d4"]  # 503, 503, then accepted but d2 429
@@ -132,3 +140,34 @@ def test_writes_and_searches_before_setup_say_what_to_do(target: Target) -> None
     assert not target.client().indices.exists(index=target.settings.index)  # nothing auto-created
     with pytest.raises(BackendError, match=r"404 index_not_found_exception.*run `ddr-search setup` first"):
         backend.bm25_search("fraud", 3)
+
+
+def test_bulk_requests_never_wait_for_a_refresh_and_one_refresh_makes_all_searchable(faulty_target: Target) -> None:
+    backend = ready(faulty_target, chunk_size=3)
+    backend.upsert(indexed(HashEncoder()))
+    params = faulty_target.faults.bulk_params
+    assert len(params) == 4 and all(p.get("refresh") in (None, False, "false", b"false") for p in params)
+    backend.refresh()
+    assert backend.count() == len(CORPUS)
+
+
+def test_a_mapping_conflict_fails_that_document_only_and_a_worker_batch_keeps_the_rest(target: Target) -> None:
+    """`metadata.year` is mapped as a number by the first document; a later text year is refused for good:
+    the batch records that id as failed (no retry of the whole batch) and indexes every other document."""
+    from ddr_search.errors import DocumentsRejected
+    from workers.batch import index_batch
+
+    backend = ready(target)
+    backend.upsert(indexed(HashEncoder(), CORPUS[:1]))  # year: 2019 -> long
+    backend.refresh()
+    bad = {"id": "bad", "title": "Odd", "text": "a year in words", "metadata": {"year": "nineteen"}}
+    good = [{"id": d.id, "title": d.title, "text": d.text, "domain": d.domain, "metadata": dict(d.metadata)}
+            for d in CORPUS[1:4]]
+    with pytest.raises(DocumentsRejected) as caught:
+        backend.upsert(indexed(HashEncoder(), [Document("bad", "a year in words", "Odd", None, {"year": "nineteen"})]))
+    assert list(caught.value.failures) == ["bad"]
+    outcome = index_batch([good[0], bad, *good[1:]], HashEncoder(), backend)
+    assert outcome.indexed == 3
+    assert list(outcome.failures) == ["bad"] and "mapper_parsing_exception" in outcome.failures["bad"]
+    backend.refresh()
+    assert backend.count() == 4

@@ -48,6 +48,7 @@ def test_reindex_cli_switches(env: dict[str, str], target: Target, monkeypatch: 
     runner = CliRunner()
     assert runner.invoke(cli, ["setup", "--dimension", "16", "--encoder-version", "hash-a"]).exit_code == 0
     target.backend(16).upsert(indexed(HashEncoder("hash-a")))
+    target.backend(16).refresh()
     monkeypatch.setattr("ddr_search.factory.build_encoder", lambda settings: HashEncoder("hash-b"))
     result = runner.invoke(cli, ["reindex", "--batch-size", "3", "--delete-old"])
     assert result.exit_code == 0, result.output

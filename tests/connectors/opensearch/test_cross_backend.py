@@ -36,6 +36,7 @@ def test_same_top10_as_the_embedded_backend(target: Target, tmp_path, technique:
     opensearch = target.backend(16, hybrid="client")
     admin.setup(opensearch, target.settings, dimension=16, encoder_version=encoder.version)
     opensearch.upsert(docs)
+    opensearch.refresh()
     embedded = EmbeddedBackend(tmp_path / "embedded", 16)
     embedded.upsert(docs)
     config = FusionConfig(technique, (0.5, 0.5))
@@ -65,6 +66,7 @@ def test_bm25_ranks_match_bm25s(target: Target, tmp_path) -> None:
     opensearch = target.backend(16)
     admin.setup(opensearch, target.settings, dimension=16, encoder_version=encoder.version)
     opensearch.upsert(docs)
+    opensearch.refresh()
     embedded = EmbeddedBackend(tmp_path / "embedded", 16)
     embedded.upsert(docs)
     try:

@@ -1,8 +1,8 @@
 """A cluster that is down, slow, or rejects credentials: a clear BackendError within the configured
 timeout, no secret in any message or log line; SigV4 requests really signed.
 
-`StubCluster` is a TEST DOUBLE (a tiny HTTP server) for these failure modes: osmem-server has no
-security plugin and cannot be made slow.
+`StubCluster` is a TEST DOUBLE (a tiny HTTP server) for the failure modes a real node cannot be made to
+show on demand: answering slowly, or refusing every request with 401/403.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ def loaded(target: Target):
     backend = target.backend(16)
     admin.setup(backend, target.settings, dimension=16, encoder_version="hash-a")
     backend.upsert(indexed(HashEncoder("hash-a")))
+    backend.refresh()
     return backend
 
 

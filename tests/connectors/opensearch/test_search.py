@@ -10,6 +10,7 @@ import pytest
 from connectors.opensearch import admin
 from connectors.opensearch.backend import inner_product_to_knn_score, knn_score_to_inner_product
 from ddr_search.fusion import FusionConfig, Technique, fuse
+from ddr_search.types import Document
 from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, indexed
 from tests.connectors.opensearch.faults import FaultState
 
@@ -19,6 +20,7 @@ def loaded(target: Target, **kwargs: object):
     admin.setup(backend, target.settings, dimension=16, encoder_version="hash-a",
                 fusion_configs=admin.default_fusion_configs((0.5, 0.5)))
     backend.upsert(indexed(HashEncoder()))
+    backend.refresh()
     return backend
 
 
@@ -212,3 +214,54 @@ def test_client_side_fusion_equals_fuse_over_the_two_searches(target: Target) ->
     assert [(f.id, round(f.score, 6)) for f in got] == [(f.id, round(f.score, 6)) for f in want]
     assert {f.id for f in got} <= {d.id for d in CORPUS if d.domain == "legal"}
     assert np.all(np.diff([f.score for f in got]) <= 0)
+
+
+def test_a_native_page_past_the_last_fused_hit_is_empty_as_on_the_client(native_target: Target) -> None:
+    native = loaded(native_target, hybrid="native")
+    client_side = native_target.backend(16, hybrid="client")
+    query = HashEncoder().encode_queries(["fraud"]).vectors[0]
+    for backend in (native, client_side):
+        assert backend.hybrid_search("fraud", query, 5, candidates=10, offset=50) == []
+
+
+def test_partial_results_raise_instead_of_passing_as_the_ranking(target: Target) -> None:
+    """An alias that also covers an index whose `embedding` is no knn_vector: that shard fails the k-NN
+    query and the node answers 200 with `_shards.failed: 1`; the backend must not return the half."""
+    from ddr_search.errors import BackendError
+
+    backend = loaded(target)
+    client = target.client()
+    broken = f"{target.settings.index}-vbroken"
+    client.indices.create(index=broken, body={"settings": {"number_of_replicas": 0},
+                                              "mappings": {"properties": {"embedding": {"type": "float"}}}})
+    client.indices.update_aliases(body={"actions": [{"add": {"index": broken, "alias": target.settings.index}}]})
+    query = HashEncoder().encode_queries(["fraud"]).vectors[0]
+    with pytest.raises(BackendError, match=r"partial results: 1 of 2 shards failed"):
+        backend.dense_search(query, 5)
+    with pytest.raises(BackendError, match=r"partial results"):
+        target.backend(16, hybrid="client").hybrid_search("fraud", query, 5)
+
+
+def test_a_two_shard_index_fuses_on_the_client_where_native_fusion_is_per_shard(native_target: Target) -> None:
+    """2.19: the pipeline normalises and ranks each shard's hits on their own, so auto mode fuses on the
+    client for a multi-shard index; forced native mode really ranks otherwise on this data."""
+    settings = native_target.settings.model_copy(update={"shards": 2})
+    sharded = Target(native_target.name, settings)
+    auto = loaded(sharded)
+    docs = [Document(f"x{i}", f"{CORPUS[i % 10].text} extra {i}", CORPUS[i % 10].title, CORPUS[i % 10].domain)
+            for i in range(60)]
+    auto.upsert(indexed(HashEncoder(), docs))
+    auto.refresh()
+    client_side = sharded.backend(16, hybrid="client")
+    forced = sharded.backend(16, hybrid="native")
+    differ = 0
+    for text in ("fraud limitations", "court fraud", "vitamin bone", "attention token"):
+        query = HashEncoder().encode_queries([text]).vectors[0]
+        for config in (FusionConfig(), FusionConfig(Technique.RRF)):
+            got = auto.hybrid_search(text, query, 10, config=config, candidates=20)
+            want = client_side.hybrid_search(text, query, 10, config=config, candidates=20)
+            assert [(f.id, f.score) for f in got] == [(f.id, f.score) for f in want]
+            native = forced.hybrid_search(text, query, 10, config=config, candidates=20)
+            differ += [f.id for f in native] != [f.id for f in want]
+    if native_target.backend(16).features.version < (3, 5, 0):
+        assert differ > 0  # the reason for the fallback, still true on this version
