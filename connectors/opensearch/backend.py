@@ -453,9 +453,14 @@ class OpenSearchBackend:
                 return counts
 
     def indices(self) -> list[str]:
-        """The concrete indices the alias points at (empty when the alias does not exist)."""
+        """The version indices (`<alias>-v*`) the alias points at; empty when the alias does not exist.
+
+        Asked only of `<alias>-v*`, not of every index: a least-privilege user holds rights on its own
+        indices alone, and the security plugin refuses a request that resolves to `*`.
+        """
         # ignore=404: a missing alias is an answer here, not a failure worth a logged warning
-        response = self._call("GET alias", self.client.indices.get_alias, name=self.alias, ignore=[404])
+        response = self._call("GET alias", self.client.indices.get_alias, index=f"{self.alias}-v*", name=self.alias,
+                              ignore=[404])
         if not isinstance(response, dict) or "error" in response or response.get("status") == 404:
             return []
         return sorted(response)

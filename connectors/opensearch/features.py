@@ -1,4 +1,4 @@
-"""What the cluster can do (GET / and GET _cat/plugins): decides native `hybrid` vs client-side fusion."""
+"""What the cluster can do (GET / and GET _nodes/plugins): decides native `hybrid` vs client-side fusion."""
 
 from __future__ import annotations
 
@@ -77,13 +77,17 @@ def _tolerant(call: Callable[[], Any], action: str, url: str | None) -> Any:
 def detect(client: OpenSearch, url: str | None) -> ClusterFeatures:
     """Version and plugins; raises BackendError when the cluster cannot be reached or rejects the credentials.
 
-    A cluster that will not say (OpenSearch Serverless has no `GET /` or `_cat/plugins`; a user may lack
+    A cluster that will not say (OpenSearch Serverless has no `GET /` or `_nodes`; a user may lack
     the monitor permission) is taken as unknown: no native hybrid, the client-side fusion works anywhere.
     """
     info = _tolerant(lambda: client.info(), "GET /", url) or {}
     version = info.get("version", {})
-    rows = _tolerant(lambda: client.cat.plugins(format="json"), "GET _cat/plugins", url)
-    plugins = None if rows is None else frozenset(str(r.get("component", "")) for r in rows if isinstance(r, dict))
+    # _nodes/plugins needs only cluster:monitor/nodes/info (`_cat/plugins` also needs the cluster state)
+    nodes = _tolerant(lambda: client.nodes.info(metric="plugins"), "GET _nodes/plugins", url)
+    plugins = None
+    if isinstance(nodes, dict) and isinstance(nodes.get("nodes"), dict):
+        plugins = frozenset(str(p.get("name", "")) for node in nodes["nodes"].values()
+                            for p in node.get("plugins") or [] if isinstance(p, dict))
     return ClusterFeatures(
         distribution=str(version.get("distribution", "elasticsearch")),
         version=_parse_version(str(version.get("number", "0"))),

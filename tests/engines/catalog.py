@@ -43,6 +43,7 @@ class EngineSpec:
     modules: tuple[JarModule, ...] = ()
     heap: str = "1g"
     settings: dict[str, str] = field(default_factory=dict)
+    secure: bool = False  # security plugin with its demo TLS certificates and basic auth (admin / ADMIN_PASSWORD)
 
 
 _PAINLESS_2_19 = JarModule(
@@ -67,6 +68,13 @@ _ANALYSIS_COMMON_2_19 = JarModule(
     extends="lang-painless",
 )
 
+# The secured test node's admin password (a local, throwaway node; the security plugin demands a strong one).
+ADMIN_PASSWORD = "Ddr-Test-Node-2026!"
+_PLUGINS_2_19 = (
+    "org.opensearch.plugin:opensearch-knn:2.19.1.0:zip",
+    "org.opensearch.plugin:neural-search:2.19.1.0:zip",
+)
+
 ENGINES: dict[str, EngineSpec] = {
     spec.name: spec
     for spec in (
@@ -76,11 +84,19 @@ ENGINES: dict[str, EngineSpec] = {
             version="2.19.1",
             java_home=JAVA_17,
             zip="org.opensearch.distribution.integ-test-zip:opensearch:2.19.1:zip",
-            plugins=(
-                "org.opensearch.plugin:opensearch-knn:2.19.1.0:zip",
-                "org.opensearch.plugin:neural-search:2.19.1.0:zip",
-            ),
+            plugins=_PLUGINS_2_19,
             modules=(_PAINLESS_2_19, _ANALYSIS_COMMON_2_19),
+        ),
+        EngineSpec(
+            name="opensearch-2.19.1-secure",
+            distribution="opensearch",
+            version="2.19.1",
+            java_home=JAVA_17,
+            zip="org.opensearch.distribution.integ-test-zip:opensearch:2.19.1:zip",
+            plugins=(*_PLUGINS_2_19, "org.opensearch.plugin:opensearch-security:2.19.1.0:zip"),
+            modules=(_PAINLESS_2_19, _ANALYSIS_COMMON_2_19),
+            heap="768m",
+            secure=True,
         ),
         EngineSpec(
             name="opensearch-3.5.0",
@@ -93,4 +109,4 @@ ENGINES: dict[str, EngineSpec] = {
     )
 }
 
-DEFAULT_ENGINES = ("opensearch-2.19.1", "opensearch-3.5.0")
+DEFAULT_ENGINES = ("opensearch-2.19.1", "opensearch-3.5.0", "opensearch-2.19.1-secure")

@@ -8,6 +8,7 @@ Engines refuse to run as root, so as root the node runs as the system user `ddr-
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -22,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tests.engines.catalog import ENGINES, EngineSpec, JarModule
+from tests.engines.catalog import ADMIN_PASSWORD, ENGINES, EngineSpec, JarModule
 
 ENGINES_HOME = Path(os.environ.get("DDR_ENGINES_HOME", "/var/tmp/ddr-engines"))
 ENGINE_USER = "ddr-engine"
@@ -106,6 +108,11 @@ def assemble(spec: EngineSpec) -> Path:
     for plugin in spec.plugins:
         _run([str(building / "bin" / "opensearch-plugin"), "install", "--batch", maven_artifact(plugin).as_uri()],
              env=env, cwd=building)
+    if spec.secure:  # the plugin's own script: demo TLS certificates, security config, admin password
+        script = building / "plugins" / "opensearch-security" / "tools" / "install_demo_configuration.sh"
+        script.chmod(0o755)
+        _run(["bash", str(script), "-y", "-i", "-s"], env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD},
+             cwd=building)
     (building / ".assembled").touch()
     shutil.rmtree(home, ignore_errors=True)
     building.rename(home)
@@ -136,9 +143,16 @@ def state_file(name: str) -> Path:
     return ENGINES_HOME / name / "node.json"
 
 
-def _healthy(url: str) -> bool:
+def _healthy(record: dict[str, object]) -> bool:
+    request = urllib.request.Request(f"{record['url']}/_cluster/health")
+    context = None
+    if record.get("ca_file"):
+        context = ssl.create_default_context(cafile=str(record["ca_file"]))
+        context.check_hostname = False  # the demo certificate names the node "node-0.example.com"
+        token = base64.b64encode(f"{record['username']}:{record['password']}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:
             return json.load(response).get("status") in ("green", "yellow")
     except (OSError, urllib.error.URLError, ValueError):
         return False
@@ -161,7 +175,7 @@ def running(name: str) -> dict[str, object] | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not _alive(int(record["pid"])) or not _healthy(str(record["url"])):
+    if not _alive(int(record["pid"])) or not _healthy(record):
         return None
     return record
 
@@ -208,11 +222,13 @@ def start(name: str) -> dict[str, object]:
     console = (logs / "console.log").open("ab")
     process = subprocess.Popen(command, cwd=home, env=env, stdout=console, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    record: dict[str, object] = {"name": name, "url": url, "pid": process.pid, "version": spec.version,
-                                 "distribution": spec.distribution, "logs": str(logs)}
+    record: dict[str, object] = {"name": name, "url": f"http://127.0.0.1:{port}", "pid": process.pid,
+                                 "version": spec.version, "distribution": spec.distribution, "logs": str(logs)}
+    if spec.secure:
+        record.update(url=f"https://127.0.0.1:{port}", ca_file=str(home / "config" / "root-ca.pem"),
+                      username="admin", password=ADMIN_PASSWORD)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _healthy(url):
+    while not _healthy(record):
         if process.poll() is not None:
             raise EngineError(f"{name} exited with {process.returncode}; see {logs}/console.log:\n"
                               + _tail(logs / "console.log"))

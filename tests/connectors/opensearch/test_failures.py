@@ -212,7 +212,7 @@ def test_bulk_against_a_slow_cluster_times_out_once(stub: StubCluster) -> None:
 
 @pytest.mark.parametrize("stub", ["forbidden"], indirect=True)
 def test_a_cluster_that_will_not_describe_itself_gets_client_side_fusion(stub: StubCluster) -> None:
-    """Serverless collections (and users without monitor rights) refuse GET / and _cat/plugins."""
+    """Serverless collections (and users without monitor rights) refuse GET / and _nodes/plugins."""
     backend = backend_for(OpenSearchSettings(url=stub.url, timeout_s=2))
     features = backend.features
     assert features.plugins is None and features.version == (0, 0, 0)
