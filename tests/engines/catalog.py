@@ -44,6 +44,7 @@ class EngineSpec:
     heap: str = "1g"
     settings: dict[str, str] = field(default_factory=dict)
     secure: bool = False  # security plugin with its demo TLS certificates and basic auth (admin / ADMIN_PASSWORD)
+    home_of: str = ""  # run from another spec's assembled distribution (same zip and plugins, other settings)
 
 
 _PAINLESS_2_19 = JarModule(
@@ -108,5 +109,19 @@ ENGINES: dict[str, EngineSpec] = {
         ),
     )
 }
+
+# Started and stopped by the fault tests alone (they SIGKILL it): the 2.19.1 distribution with a write
+# thread pool of one thread and a queue of one, so concurrent bulk requests really get 429.
+FAULTS_ENGINE = EngineSpec(
+    name="opensearch-2.19.1-faults",
+    distribution="opensearch",
+    version="2.19.1",
+    java_home=JAVA_17,
+    zip="org.opensearch.distribution.integ-test-zip:opensearch:2.19.1:zip",
+    home_of="opensearch-2.19.1",
+    heap="512m",
+    settings={"thread_pool.write.size": "1", "thread_pool.write.queue_size": "1"},
+)
+ENGINES[FAULTS_ENGINE.name] = FAULTS_ENGINE
 
 DEFAULT_ENGINES = ("opensearch-2.19.1", "opensearch-3.5.0", "opensearch-2.19.1-secure")

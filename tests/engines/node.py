@@ -96,6 +96,8 @@ def _unzip_flat(archive: Path, into: Path) -> None:
 
 def assemble(spec: EngineSpec) -> Path:
     """`<name>/home`: the distribution, its rebuilt modules and plugins; built once, atomically."""
+    if spec.home_of:
+        return assemble(ENGINES[spec.home_of])
     home = ENGINES_HOME / spec.name / "home"
     if (home / ".assembled").exists():
         return home
@@ -159,12 +161,18 @@ def _healthy(record: dict[str, object]) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed node started by this process, not yet reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return False
     return True
 
 
@@ -180,8 +188,12 @@ def running(name: str) -> dict[str, object] | None:
     return record
 
 
-def start(name: str) -> dict[str, object]:
-    """Start `name` unless it already runs (idempotent); returns its record once it answers healthy."""
+def start(name: str, *, port: int | None = None, keep_data: bool = False) -> dict[str, object]:
+    """Start `name` unless it already runs (idempotent); returns its record once it answers healthy.
+
+    A fresh start wipes the node's data; `restart` passes the old port and `keep_data` (a node coming
+    back after a crash, with everything it had acknowledged).
+    """
     if (record := running(name)) is not None:
         return record
     spec = ENGINES[name]
@@ -190,20 +202,20 @@ def start(name: str) -> dict[str, object]:
     root = ENGINES_HOME / spec.name
     data, logs = root / "data", root / "logs"
     for folder in (data, logs):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-    (home / "logs").mkdir(exist_ok=True)  # jvm.options writes logs/gc.log relative to the working directory
+        if not keep_data:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
     user = _engine_user()
     if user is not None:
         ENGINES_HOME.chmod(0o755)
         root.chmod(0o755)
-        _run(["chown", "-R", f"{user}:", str(home), str(data), str(logs)])
-    port, transport = _free_port(), _free_port()
+        _run(["chown", "-R", f"{user}:", str(home), str(root)])
+    port = port or _free_port()
     options = {
         "discovery.type": "single-node",
         "network.host": "127.0.0.1",
         "http.port": str(port),
-        "transport.port": str(transport),
+        "transport.port": str(_free_port()),
         "path.data": str(data),
         "path.logs": str(logs),
         "cluster.name": f"ddr-test-{spec.name}",
@@ -220,10 +232,11 @@ def start(name: str) -> dict[str, object]:
     if user is not None:
         command = ["runuser", "-u", user, "--", *command]
     console = (logs / "console.log").open("ab")
-    process = subprocess.Popen(command, cwd=home, env=env, stdout=console, stderr=subprocess.STDOUT,
+    # cwd: jvm.options writes logs/gc.log relative to it, so each node (even on a shared home) has its own
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=console, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
-    record: dict[str, object] = {"name": name, "url": f"http://127.0.0.1:{port}", "pid": process.pid,
-                                 "version": spec.version, "distribution": spec.distribution, "logs": str(logs)}
+    record = {"name": name, "url": f"http://127.0.0.1:{port}", "port": port, "pid": process.pid,
+              "version": spec.version, "distribution": spec.distribution, "logs": str(logs)}
     if spec.secure:
         record.update(url=f"https://127.0.0.1:{port}", ca_file=str(home / "config" / "root-ca.pem"),
                       username="admin", password=ADMIN_PASSWORD)
@@ -239,6 +252,23 @@ def start(name: str) -> dict[str, object]:
         time.sleep(0.5)
     state_file(name).write_text(json.dumps(record, indent=2))
     return record
+
+
+def kill(name: str) -> dict[str, object]:
+    """SIGKILL the node (a machine dying: no flush, no goodbye); returns its last record for `restart`."""
+    record = json.loads(state_file(name).read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(int(record["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _alive(int(record["pid"])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state_file(name).unlink(missing_ok=True)
+    return record
+
+
+def restart(record: dict[str, object]) -> dict[str, object]:
+    """Bring a killed node back on the same port with the data it had."""
+    return start(str(record["name"]), port=int(record["port"]), keep_data=True)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

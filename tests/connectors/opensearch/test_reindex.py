@@ -3,6 +3,8 @@ atomic `_aliases` switch; any failure leaves the alias where it was."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from connectors.opensearch import admin
@@ -109,3 +111,41 @@ def test_a_failed_alias_switch_leaves_the_old_alias_serving(faulty_target: Targe
     assert serving(faulty_target) == [f"{alias}-vhash-a"]
     assert not faulty_target.client().indices.exists(index=f"{alias}-vhash-b")
     assert backend.count() == len(CORPUS)
+
+
+def test_searches_running_throughout_a_reindex_never_fail_and_see_one_switch(target: Target) -> None:
+    import threading
+
+    backend = loaded(target)
+    alias = target.settings.index
+    searcher = target.backend(16)
+    observed: list[tuple[str, int]] = []  # (index serving the hit, hits) per search
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def search_until_done() -> None:
+        query = HashEncoder().encode_queries(["fraud"]).vectors[0]
+        while not done.is_set() or len(observed) < 5:
+            try:
+                hits = searcher.bm25_search("fraud limitations", 10)
+                searcher.hybrid_search("fraud", query, 5)
+                response = target.client().search(index=alias, body={"size": 1, "query": {"match_all": {}}})
+                observed.append((response["hits"]["hits"][0]["_index"], len(hits)))
+            except BaseException as e:  # reported below
+                errors.append(e)
+                return
+
+    thread = threading.Thread(target=search_until_done)
+    thread.start()
+    try:
+        report = admin.reindex(backend, target.settings, HashEncoder("hash-b"), batch_size=2)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert errors == []
+    assert report.switched
+    served = [index for index, _ in observed]
+    switches = sum(1 for a, b in itertools.pairwise(served) if a != b)
+    assert set(served) <= {f"{alias}-vhash-a", f"{alias}-vhash-b"} and switches <= 1
+    assert served[-1] == f"{alias}-vhash-b"
+    assert all(n == 3 for _, n in observed)  # d1, d8, d9: never a half-filled index

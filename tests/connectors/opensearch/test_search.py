@@ -117,6 +117,18 @@ def test_dense_request_puts_the_filter_inside_knn(faulty_target: Target) -> None
 
 # --- hybrid -----------------------------------------------------------------------------------------
 
+def tie_groups(fused: list) -> list[frozenset[str]]:
+    """The ranking as groups of ids with equal scores (to 6 digits): equal however ties were broken."""
+    groups: list[tuple[float, set[str]]] = []
+    for f in fused:
+        score = round(f.score, 6)
+        if groups and groups[-1][0] == score:
+            groups[-1][1].add(f.id)
+        else:
+            groups.append((score, {f.id}))
+    return [frozenset(ids) for _, ids in groups]
+
+
 def last_hybrid(state: FaultState) -> dict:
     return [s for s in state.searches if "hybrid" in s["body"]["query"]][-1]
 
@@ -134,7 +146,7 @@ def test_native_hybrid_and_client_side_fusion_rank_alike(native_target: Target, 
     query = HashEncoder().encode_queries([text]).vectors[0]
     a = native.hybrid_search(text, query, 10, config=config, candidates=10)
     b = client_side.hybrid_search(text, query, 10, config=config, candidates=10)
-    assert [f.id for f in a] == [f.id for f in b]
+    assert tie_groups(a) == tie_groups(b)  # the cluster breaks ties by Lucene doc id, `fuse` by id
     assert [f.score for f in a] == pytest.approx([f.score for f in b], rel=1e-4)
     # both report the raw BM25 score and the raw inner product (here every document is a candidate)
     bm25 = dict(client_side.bm25_search(text, 10))
@@ -265,3 +277,18 @@ def test_a_two_shard_index_fuses_on_the_client_where_native_fusion_is_per_shard(
             differ += [f.id for f in native] != [f.id for f in want]
     if native_target.backend(16).features.version < (3, 5, 0):
         assert differ > 0  # the reason for the fallback, still true on this version
+
+
+@pytest.mark.parametrize("technique", list(Technique), ids=str)
+def test_every_fusion_technique_works_in_auto_mode_and_ranks_as_the_client(target: Target, technique) -> None:
+    """Where the version cannot fuse a technique natively (z_score on 2.19), auto mode fuses on the client."""
+    config = FusionConfig(technique, (0.3, 0.7))
+    auto = loaded(target)
+    client_side = target.backend(16, hybrid="client")
+    text = "fraud vitamin statute"
+    query = HashEncoder().encode_queries([text]).vectors[0]
+    got = auto.hybrid_search(text, query, 10, config=config, candidates=10)
+    want = client_side.hybrid_search(text, query, 10, config=config, candidates=10)
+    assert got and tie_groups(got) == tie_groups(want)
+    assert auto.fuses_natively(config) == (auto.features.native_hybrid and technique is not Technique.RRF
+                                           and (technique is not Technique.Z_SCORE or auto.features.version >= (3,)))
