@@ -1,5 +1,6 @@
 """deploy/ stays in step with the code: template and pipeline JSON equal what `setup` writes; the
-compose file runs OpenSearch 3.x with security on and no secret in the file."""
+compose file runs the proven OpenSearch 2.19.1 with security on and no secret in the file; the role file
+is valid JSON naming the default alias."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def test_pipeline_json_is_what_setup_writes() -> None:
         assert json.loads(path.read_text()) == schema.pipeline_body(config, schema.PROVEN_VERSION)
 
 
-def test_compose_runs_opensearch_3_with_security_redis_and_a_worker() -> None:
+def test_compose_runs_the_proven_opensearch_with_security_redis_and_a_worker() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"opensearch", "redis", "worker", "setup"} <= set(services)
     opensearch = services["opensearch"]
-    assert opensearch["image"].split(":")[1].startswith("3.")
+    assert opensearch["image"].split(":")[1] == ".".join(map(str, schema.PROVEN_VERSION))
     env = opensearch["environment"]
     assert "DISABLE_SECURITY_PLUGIN" not in env and "plugins.security.disabled" not in env
     worker_env = services["worker"]["environment"]
@@ -44,3 +45,9 @@ def test_compose_runs_opensearch_3_with_security_redis_and_a_worker() -> None:
     assert worker_env["DDR_BROKER_URL"].startswith("redis://redis")
     assert services["worker"]["command"][:2] == ["ddr-search", "worker"]
     assert (DEPLOY / "Dockerfile").exists()
+
+
+def test_security_role_covers_the_default_alias_only() -> None:
+    role = json.loads((DEPLOY / "opensearch" / "security-role.json").read_text())
+    assert [rule["index_patterns"] for rule in role["index_permissions"]] == [["ddr-documents*"]]
+    assert not any(p == "*" or p.startswith("cluster:admin/opendistro") for p in role["cluster_permissions"])

@@ -125,7 +125,9 @@ def test_searches_running_throughout_a_reindex_never_fail_and_see_one_switch(tar
 
     def search_until_done() -> None:
         query = HashEncoder().encode_queries(["fraud"]).vectors[0]
-        while not done.is_set() or len(observed) < 5:
+        after = 0  # searches begun after the reindex returned: they must see the new index
+        while after < 3 or len(observed) < 5:
+            after += done.is_set()
             try:
                 hits = searcher.bm25_search("fraud limitations", 10)
                 searcher.hybrid_search("fraud", query, 5)
