@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ddr_search.data.documents import check_file
-from ddr_search.errors import ConfigError
-from ddr_search.ingest import IngestReport, check_documents, index_checked, ingest_documents
+from ddr_search.errors import ConfigError, InputError
+from ddr_search.ingest import IngestReport, check_documents, check_domain_moves, index_checked, ingest_documents
 from ddr_search.settings import Settings
 from ddr_search.types import Backend, Document, Encoder, Hit, RoutingMode, SearchMode
 
@@ -18,6 +18,32 @@ if TYPE_CHECKING:
     from workers.jobs import JobStatus
 
 log = logging.getLogger(__name__)
+
+
+def _check_search_arguments(
+    query: object, domain: object, k: object, mode: object, routing: object
+) -> tuple[SearchMode, RoutingMode | None]:
+    """InputError for what no search can use (a non-string query, k = 2.5, an unknown mode), not a
+    TypeError from deep inside; checked before the encoder loads."""
+    if not isinstance(query, str):
+        raise InputError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InputError("the query is empty")
+    if domain is not None and not isinstance(domain, str):
+        raise InputError(f"domain must be a string or None, got {type(domain).__name__}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise InputError(f"k must be a whole number >= 1, got {k!r}")
+    try:
+        checked_mode = SearchMode(mode)
+    except ValueError:
+        raise InputError(f"mode must be one of {', '.join(m.value for m in SearchMode)}, got {mode!r}") from None
+    try:
+        checked_routing = RoutingMode(routing) if routing is not None else None
+    except ValueError:
+        raise InputError(
+            f"routing must be one of {', '.join(m.value for m in RoutingMode)}, got {routing!r}"
+        ) from None
+    return checked_mode, checked_routing
 
 
 class DDRSearch:
@@ -64,20 +90,35 @@ class DDRSearch:
         skip_invalid: bool = False,
         batch_size: int | None = None,
         progress: bool = False,
+        allow_domain_change: bool = False,
     ) -> IngestReport:
         """Embed and store documents: a JSONL path (validated whole first) or in-memory documents.
 
-        Raises InputError (file, line, field) before writing anything if the input is bad.
+        Raises InputError (file, line, field) before writing anything if the input is bad, or if it would
+        move a stored document to another domain (ids are global) without `allow_domain_change`.
+        Documents stored already with the same content and encoder version are not encoded again.
         """
         size = batch_size or self.settings.batch_size
         if isinstance(source, str | Path):
             check = check_file(source, domain=domain, skip_invalid=skip_invalid)  # before loading anything
             return index_checked(
-                check, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
+                check,
+                encoder=self.encoder,
+                backend=self.backend,
+                domain=domain,
+                batch_size=size,
+                progress=progress,
+                allow_domain_change=allow_domain_change,
             )
         documents = check_documents(source, domain)
         return ingest_documents(
-            documents, encoder=self.encoder, backend=self.backend, domain=domain, batch_size=size, progress=progress
+            documents,
+            encoder=self.encoder,
+            backend=self.backend,
+            domain=domain,
+            batch_size=size,
+            progress=progress,
+            allow_domain_change=allow_domain_change,
         )
 
     def enqueue(
@@ -87,6 +128,7 @@ class DDRSearch:
         *,
         skip_invalid: bool = False,
         batch_size: int | None = None,
+        allow_domain_change: bool = False,
     ) -> str:
         """Hand a JSONL file to the Celery workers (DDR_BROKER_URL) and return its job id at once.
 
@@ -103,6 +145,12 @@ class DDRSearch:
                 "enqueue needs a broker: set DDR_BROKER_URL (redis:// or amqp://) and run `ddr-search worker`"
             )
         check = check_file(path, domain=domain, skip_invalid=skip_invalid)
+        check_domain_moves(
+            read_documents(check.path, domain=domain, skip_lines=check.skipped_lines),
+            self.backend,
+            allow=allow_domain_change,
+            source=str(check.path),
+        )
         return submit(
             build_celery_app(self.settings),
             build_job_store(self.settings),
@@ -124,7 +172,10 @@ class DDRSearch:
         from workers.ingest import wait as wait_for
 
         jobs = build_job_store(self.settings)
-        return wait_for(jobs, job_id, progress=progress, timeout_s=timeout_s) if wait else jobs.status(job_id)
+        if not wait:
+            return jobs.status(job_id)
+        return wait_for(jobs, job_id, progress=progress, timeout_s=timeout_s,
+                        stall_timeout_s=self.settings.workers.stall_timeout_s)
 
     def search(
         self,
@@ -138,11 +189,12 @@ class DDRSearch:
     ) -> list[Hit]:
         """Hybrid (default), dense or bm25 search. `domain` routes to its modules and filters to its documents.
 
-        Raises UnknownModuleError for a domain with neither documents nor modules.
+        Raises InputError for bad arguments (before any model loads), UnknownModuleError for a domain with
+        neither documents nor modules.
         """
         from ddr_search.search import search
 
-        mode = SearchMode(mode)
+        mode, routing = _check_search_arguments(query, domain, k, mode, routing)
         encoder = None if mode is SearchMode.BM25 else self.encoder
         if encoder is not None:
             self._warn_on_stale_vectors(encoder)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from ddr_search.data.documents import FileCheck, check_domain, check_file, document_from_record, read_documents
-from ddr_search.errors import InputError
+from ddr_search.errors import DDRSearchError, InputError
+from ddr_search.indexing import IndexCounts
 from ddr_search.types import Backend, Document, Encoder
 
 T = TypeVar("T")
@@ -22,12 +23,54 @@ T = TypeVar("T")
 
 @dataclass
 class IngestReport:
-    """What an ingest did: documents written, and each skipped line with its reason."""
+    """What an ingest did: documents now stored, of which how many were encoded and written, stored
+    already (unchanged: not encoded again) or replaced an id stored with other content; skipped lines."""
 
     source: str
     domain: str | None
     indexed: int
     skipped: list[InputError] = field(default_factory=list)
+    written: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+
+    def summary(self) -> str:
+        """One line, as the CLI prints it."""
+        detail = f"{self.written} encoded and written, {self.unchanged} unchanged (stored already)"
+        if self.replaced:
+            detail += f", {self.replaced} replaced documents stored under the same id"
+        return f"indexed {self.indexed} documents from {self.source} (domain: {self.domain or 'none'}; {detail})"
+
+
+class IngestInterrupted(DDRSearchError):
+    """Ctrl-C during an ingest: says how much is stored and how to resume (nothing is lost or half-written)."""
+
+
+def check_domain_moves(
+    documents: Iterable[Document], backend: Backend, *, allow: bool, source: str, chunk: int = 500
+) -> None:
+    """Ids are global across domains: refuse, before anything is written, an ingest that would move a stored
+    document to another domain (two corpora with numeric ids would silently overwrite each other),
+    unless `allow` says the move is meant."""
+    if allow:
+        return
+    moves: list[str] = []
+    total = 0
+    for batch in batched(documents, chunk):
+        stored = backend.get([d.id for d in batch])
+        for d in batch:
+            if d.id in stored and stored[d.id].domain != d.domain:
+                total += 1
+                if len(moves) < 5:
+                    moves.append(f"id {d.id!r} ({stored[d.id].domain or 'no domain'} -> {d.domain or 'no domain'})")
+    if total:
+        more = f" and {total - len(moves)} more" if total > len(moves) else ""
+        raise InputError(
+            f"{total} documents are stored already under another domain and would move: {', '.join(moves)}{more}. "
+            "Ids are global across domains: give these documents other ids, or pass --allow-domain-change "
+            "(allow_domain_change=True) to move them",
+            path=source,
+        )
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -47,16 +90,23 @@ def _index(
     batch_size: int,
     progress: bool,
     desc: str,
+    counts: IndexCounts,
 ) -> int:
     from tqdm.auto import tqdm
 
     from ddr_search.indexing import embed_and_index  # loads torch: only when there is work to do
 
     done = 0
-    with tqdm(total=total, unit="doc", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
-        for batch in batched(documents, batch_size):
-            done += embed_and_index(batch, encoder, backend, batch_size=batch_size)
-            bar.update(len(batch))
+    try:
+        with tqdm(total=total, unit="doc", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+            for batch in batched(documents, batch_size):
+                done += embed_and_index(batch, encoder, backend, batch_size=batch_size, counts=counts)
+                bar.update(len(batch))
+    except KeyboardInterrupt:
+        raise IngestInterrupted(
+            f"interrupted: {done} of {total} documents are stored (every finished batch is committed). "
+            "Run the same ingest again to finish: documents stored already are not encoded again"
+        ) from None
     refresh = getattr(backend, "refresh", None)  # build search caches now, not on the first query
     if callable(refresh):
         refresh()
@@ -72,11 +122,18 @@ def ingest_file(
     batch_size: int = 64,
     skip_invalid: bool = False,
     progress: bool = False,
+    allow_domain_change: bool = False,
 ) -> IngestReport:
     """Validate `path` (JSONL), then embed and write it. Raises InputError naming file, line and field."""
     check = check_file(path, domain=domain, skip_invalid=skip_invalid)
     return index_checked(
-        check, encoder=encoder, backend=backend, domain=domain, batch_size=batch_size, progress=progress
+        check,
+        encoder=encoder,
+        backend=backend,
+        domain=domain,
+        batch_size=batch_size,
+        progress=progress,
+        allow_domain_change=allow_domain_change,
     )
 
 
@@ -88,22 +145,30 @@ def index_checked(
     domain: str | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    allow_domain_change: bool = False,
 ) -> IngestReport:
-    """The second pass over a file `check_file` accepted: stream, embed, write.
+    """The passes over a file `check_file` accepted: refuse unintended domain moves, then stream, embed, write.
 
     Split from validation so callers can validate before loading a model or opening a store.
     """
-    documents = read_documents(check.path, domain=domain, skip_lines=check.skipped_lines)
+
+    def documents() -> Iterator[Document]:
+        return read_documents(check.path, domain=domain, skip_lines=check.skipped_lines)
+
+    check_domain_moves(documents(), backend, allow=allow_domain_change, source=str(check.path))
+    counts = IndexCounts()
     indexed = _index(
-        documents,
+        documents(),
         check.documents,
         encoder=encoder,
         backend=backend,
         batch_size=batch_size,
         progress=progress,
         desc=f"ingest {check.path.name}",
+        counts=counts,
     )
-    return IngestReport(source=str(check.path), domain=domain, indexed=indexed, skipped=check.skipped)
+    return IngestReport(source=str(check.path), domain=domain, indexed=indexed, skipped=check.skipped,
+                        written=counts.written, unchanged=counts.unchanged, replaced=counts.replaced)
 
 
 def check_documents(items: Iterable[Document | Mapping[str, object]], domain: str | None = None) -> list[Document]:
@@ -136,8 +201,11 @@ def ingest_documents(
     domain: str | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    allow_domain_change: bool = False,
 ) -> IngestReport:
     """Embed and write documents that `check_documents` returned."""
+    check_domain_moves(documents, backend, allow=allow_domain_change, source="<documents>")
+    counts = IndexCounts()
     indexed = _index(
         documents,
         len(documents),
@@ -146,8 +214,10 @@ def ingest_documents(
         batch_size=batch_size,
         progress=progress,
         desc="ingest",
+        counts=counts,
     )
-    return IngestReport(source="<documents>", domain=domain, indexed=indexed)
+    return IngestReport(source="<documents>", domain=domain, indexed=indexed, written=counts.written,
+                        unchanged=counts.unchanged, replaced=counts.replaced)
 
 
 def _as_document(item: Document | Mapping[str, object], domain: str | None, number: int) -> Document:

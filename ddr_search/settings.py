@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,13 +44,34 @@ class OpenSearchSettings(BaseModel):
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_the_url(cls, data: object) -> object:
+        """`https://user:pw@host` -> url `https://host`, username, password (a SecretStr): a password kept
+        in the URL would show in every repr and dump of the settings."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        parts = urlsplit(data["url"])
+        if parts.username is None and parts.password is None:
+            return data
+        out = dict(data)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        out["url"] = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        if parts.username and not out.get("username"):
+            out["username"] = unquote(parts.username)
+        if parts.password and out.get("password") is None:
+            out["password"] = unquote(parts.password)
+        return out
+
 
 class SearchSettings(BaseModel):
     """Query-path defaults (DESIGN.md section 7 measured these)."""
 
     k: int = 10
     candidates: int = 100  # each sub-query's depth before fusion
-    normalization: str = "min_max"
+    normalization: Literal["min_max", "l2", "z_score", "rrf"] = "min_max"  # ddr_search.fusion.Technique values
     combination_weights: tuple[float, float] = (0.5, 0.5)  # (bm25, dense)
     top_k_modules: int = 2
     query_threads: int = 1  # one thread is 3x faster than two for a single query (DESIGN.md 7)
@@ -61,6 +83,7 @@ class WorkerSettings(BaseModel):
     jobs_url: SecretStr | None = None  # Redis holding job records; None = the broker when it is Redis
     queue: str = "ddr-ingest"
     visibility_timeout_s: int = 600  # Redis broker: an unacked batch is redelivered after this long
+    stall_timeout_s: float = 300.0  # `ingest` stops waiting (the job stays queued) after this long without progress
     max_retries: int = 5  # transient backend errors, exponential backoff 1, 2, 4, ... s (max 60 s)
 
 

@@ -142,6 +142,11 @@ class Backend(Protocol):
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]: ...
 
+    def versions(self, ids: Sequence[str]) -> dict[str, str]:
+        """The encoder version each stored id was embedded with (ids not stored are left out): what lets a
+        re-run skip documents stored already with the same content and encoder."""
+        ...
+
     def count(self, domain: str | None = None) -> int: ...
 
     def domain_counts(self) -> dict[str, int]:

@@ -106,6 +106,10 @@ def submit(
     return job_id
 
 
+class JobStalled(DDRSearchError, TimeoutError):
+    """Waiting for a job gave up: nothing was processed for the stall timeout (the job itself is kept)."""
+
+
 def wait(
     jobs: JobStore,
     job_id: str,
@@ -113,10 +117,16 @@ def wait(
     progress: bool = True,
     poll_s: float = 0.5,
     timeout_s: float | None = None,
+    stall_timeout_s: float | None = None,
 ) -> JobStatus:
-    """Poll the job record until every batch is done (or the job failed); a tqdm bar in documents."""
+    """Poll the job record until every batch is done (or the job failed); a tqdm bar in documents.
+
+    `stall_timeout_s`: give up waiting (the job stays queued) when nothing was processed for that long,
+    which almost always means no worker consumes the queue.
+    """
     from tqdm.auto import tqdm
 
+    job_id = jobs.resolve(job_id)
     status = jobs.status(job_id)
     started = last_change = time.monotonic()
     hinted = False
@@ -131,6 +141,12 @@ def wait(
             now = time.monotonic()
             if timeout_s is not None and now - started > timeout_s:
                 raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f} s: {status.state.value}")
+            if stall_timeout_s is not None and now - last_change > stall_timeout_s:
+                raise JobStalled(
+                    f"job {job_id}: nothing processed for {stall_timeout_s:.0f} s; is a worker consuming its queue? "
+                    f"Start one with `ddr-search worker`. The job stays queued: `ddr-search status {job_id[:8]} "
+                    "--follow` follows it"
+                )
             if progress and not hinted and now - last_change > STALL_HINT_S:
                 bar.write("no progress yet: is a worker running? (`ddr-search worker`)")
                 hinted = True

@@ -165,7 +165,18 @@ class JobStore:
                 pipe.expire(name, JOB_TTL_S)
             pipe.execute()
 
+    def resolve(self, job_id: str) -> str:
+        """A job id, or a unique prefix of one (ingest shows the first 8 characters on its progress bar)."""
+        with self._errors():
+            if self._redis.exists(PREFIX + job_id) or len(job_id) < 4:
+                return job_id
+            matches = {k.removeprefix(PREFIX).split(":")[0] for k in self._redis.scan_iter(PREFIX + job_id + "*")}
+        if len(matches) > 1:
+            raise UnknownJobError(f"job id {job_id!r} is ambiguous: {len(matches)} jobs start with it; give more of it")
+        return matches.pop() if matches else job_id
+
     def status(self, job_id: str) -> JobStatus:
+        job_id = self.resolve(job_id)
         key = PREFIX + job_id
         with self._errors(), self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(key)

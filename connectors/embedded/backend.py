@@ -72,6 +72,9 @@ class EmbeddedBackend:
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         return self.store.get(ids)
 
+    def versions(self, ids: Sequence[str]) -> dict[str, str]:
+        return self.store.versions(ids)
+
     def count(self, domain: str | None = None) -> int:
         return self.store.count(domain)
 

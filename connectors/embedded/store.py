@@ -193,6 +193,14 @@ class DocumentStore:
                     found[id_] = Document(id=id_, title=title, text=text, domain=domain, metadata=json.loads(metadata))
         return found
 
+    def versions(self, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self.read() as db:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                query = f"SELECT id, encoder_version FROM documents WHERE id IN ({_marks(chunk)})"
+                found.update(db.execute(query, chunk))
+        return found
+
     def count(self, domain: str | None = None) -> int:
         if domain is None:
             return int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])

@@ -432,6 +432,14 @@ class OpenSearchBackend:
             )
         return out
 
+    def versions(self, ids: Sequence[str]) -> dict[str, str]:
+        """The encoder version of each stored id, by a real-time `mget` of that one field."""
+        if not ids:
+            return {}
+        response = self._call("mget", self.client.mget, index=self.alias, body={"ids": [str(i) for i in ids]},
+                              params={"_source_includes": "encoder_version"})
+        return {d["_id"]: str(d["_source"].get("encoder_version")) for d in response["docs"] if d.get("found")}
+
     def count(self, domain: str | None = None) -> int:
         body = {"query": {"term": {"domain": domain}}} if domain is not None else None
         return int(self._call("count", self.client.count, index=self.alias, body=body)["count"])

@@ -41,6 +41,18 @@ def render(hits: list[Hit], mode: SearchMode) -> str:
     return "\n".join(lines)
 
 
+SNIPPET_CHARS = 500  # a 5 MB document would otherwise fill the terminal (and any pipe) with one hit
+
+
+def as_json_hit(hit: Hit, full_text: bool) -> dict[str, object]:
+    """A hit as JSON; its text cut to a snippet unless `full_text` (`text_chars` says how long it is)."""
+    out = dataclasses.asdict(hit)
+    out["text_chars"] = len(hit.text)
+    if not full_text and len(hit.text) > SNIPPET_CHARS:
+        out["text"] = hit.text[:SNIPPET_CHARS] + " ..."
+    return out
+
+
 @cli.command("search")
 @click.argument("query")
 @click.option("--domain", help="Route to this domain's modules and search only its documents.")
@@ -51,6 +63,8 @@ def render(hits: list[Hit], mode: SearchMode) -> str:
 @click.option("--no-domain-filter", is_flag=True, help="With --domain: route by it but search every document.")
 @click.option("--routing", type=click.Choice([m.value for m in RoutingMode]), help="Override the routing mode.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON (every score and the routing weights).")
+@click.option("--full-text", is_flag=True,
+              help=f"With --json: each hit's whole text (default: the first {SNIPPET_CHARS} characters).")
 def search(
     query: str,
     domain: str | None,
@@ -59,6 +73,7 @@ def search(
     no_domain_filter: bool,
     routing: str | None,
     as_json: bool,
+    full_text: bool,
 ) -> None:
     """Hybrid BM25 + dense search with DDR routing (top-k modules, or the --domain's modules)."""
     from ddr_search.client import DDRSearch
@@ -73,6 +88,6 @@ def search(
             routing=RoutingMode(routing) if routing else None,
         )
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False, indent=2))
+        click.echo(json.dumps([as_json_hit(h, full_text) for h in hits], ensure_ascii=False, indent=2))
     else:
         click.echo(render(hits, SearchMode(mode)))

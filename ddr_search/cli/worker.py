@@ -19,6 +19,7 @@ def ingest_with_workers(
     skip_invalid: bool,
     batch_size: int | None,
     wait: bool,
+    allow_domain_change: bool = False,
 ) -> None:
     """`ddr-search ingest` when a broker is configured: enqueue, then follow or print the job id.
 
@@ -28,7 +29,8 @@ def ingest_with_workers(
     from ddr_search.client import DDRSearch
 
     client = DDRSearch(settings)
-    job_id = client.enqueue(path, domain, skip_invalid=skip_invalid, batch_size=batch_size)
+    job_id = client.enqueue(path, domain, skip_invalid=skip_invalid, batch_size=batch_size,
+                            allow_domain_change=allow_domain_change)
     for reason in skipped_reasons(client.job(job_id)):
         click.echo(f"skipped {reason}", err=True)
     if not wait:

@@ -62,9 +62,16 @@ def document_from_record(
         raise fail(f"must be a string, got {type(title).__name__}", "title")
     if not text.strip() and not title.strip():
         raise fail("is empty (and there is no title): nothing to index", "text")
-    metadata = record.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
+    metadata = record.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):  # [] and 0 too: only an object (or nothing) is metadata
         raise fail(f"must be a JSON object, got {type(metadata).__name__}", "metadata")
+    for name, value in (("id", raw_id), ("title", title), ("text", text), ("metadata", metadata),
+                        ("domain", record.get("domain"))):
+        if (where := _unencodable(value)) is not None:
+            raise fail(f"holds {where}, which is not valid Unicode (a lone surrogate escape such as "
+                       "\\udc80 in the JSON): fix the text or drop the escape", name)
     own = record.get("domain")
     if domain is None and own is not None:
         try:
@@ -74,6 +81,29 @@ def document_from_record(
     return Document(id=raw_id, text=text, title=title, domain=domain, metadata=_json_dict(metadata))
 
 
+def _unencodable(value: object) -> str | None:
+    """Where a parsed JSON value holds a string that cannot be UTF-8 encoded, or None when it all can.
+
+    Valid JSON may escape a lone surrogate ("\\udc80"); json.loads accepts it, then SQLite, the tokenizer
+    and every cluster client fail on it, halfway through an ingest."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"the character {value[e.start]!r} at position {e.start}"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _unencodable(key) or _unencodable(item)
+            if found is not None:
+                return f"{found} (key {key!r})" if isinstance(key, str) and _unencodable(key) is None else found
+    if isinstance(value, list):
+        for item in value:
+            if (found := _unencodable(item)) is not None:
+                return found
+    return None
+
+
 def _json_dict(metadata: Mapping[str, object]) -> dict[str, JSONValue]:
     return dict(metadata)  # type: ignore[arg-type]  # json.loads produced it: already JSON values
 
@@ -81,7 +111,7 @@ def _json_dict(metadata: Mapping[str, object]) -> dict[str, JSONValue]:
 def _parse(raw: bytes, path: Path, line: int, domain: str | None) -> Document | None:
     """One line -> a Document, None for a blank line; InputError for anything else."""
     try:
-        decoded = raw.decode("utf-8-sig" if line == 1 else "utf-8")
+        decoded = raw.decode("utf-8-sig")  # a BOM on any line (files joined with cat) is not content
     except UnicodeDecodeError as e:
         raise InputError(
             f"not valid UTF-8 (byte {e.start} of the line): save the file as UTF-8", path=path, line=line

@@ -106,7 +106,9 @@ def load_backbone(path: Path | None = None) -> Backbone:
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar on every command is noise
     path = Path(path) if path is not None else packaged_backbone_path()
     packaged = _is_packaged(path)
     if not (path / "config.json").exists():

@@ -62,6 +62,9 @@ BAD_INPUTS = {
         "duplicate id 'new' (first on line 1)",
     ),
     "metadata-not-object": (lines('{"id": "x", "text": "t", "metadata": [1]}'), 1, "field 'metadata'"),
+    "metadata-empty-list": (lines('{"id": "x", "text": "t", "metadata": []}'), 1, "field 'metadata'"),
+    "metadata-zero": (lines('{"id": "x", "text": "t", "metadata": 0}'), 1, "field 'metadata'"),
+    "lone-surrogate": (lines(GOOD_LINE, '{"id": "x", "text": "x \\udc80 y"}'), 2, "not valid Unicode"),
 }
 
 

@@ -116,7 +116,7 @@ def test_no_wait_returns_a_job_id_that_status_follows(tmp_path, shared_worker):
     assert queued.returncode == 0, queued.stderr[-3000:]
     job_id = queued.stdout.strip()
     assert len(job_id) == 32 and time.monotonic() - started < 60
-    followed = shared_worker.cli("status", job_id, "--wait")
+    followed = shared_worker.cli("status", job_id[:8], "--wait")  # the short id the progress bar shows
     assert followed.returncode == 0, followed.stderr[-3000:]
     assert f"job {job_id}: done" in followed.stdout and "indexed 50, failed 0" in followed.stdout
     as_json = json.loads(shared_worker.cli("status", job_id, "--json").stdout)
@@ -211,3 +211,18 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path, monkeyp
             second.stop()
         delete_queue(url, queue_name)
     assert_exactly_once(tmp_path / "home", ids)
+
+
+def test_an_ingest_nobody_consumes_stops_waiting_with_one_line_and_stays_queued(tmp_path, redis_url, queue_name):
+    """No worker on the queue: `ingest` gives up after the stall timeout and says what to do."""
+    write_corpus(tmp_path / "corpus.jsonl", 5)
+    env = worker_env(tmp_path / "home", redis_url, queue_name, DDR_WORKERS__STALL_TIMEOUT_S="2")
+    try:
+        done = subprocess.run([str(DDR_SEARCH), "ingest", str(tmp_path / "corpus.jsonl")], env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        delete_queue(redis_url, queue_name)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nothing processed for 2 s; is a worker consuming its queue?" in errors[0]
+    assert "Traceback" not in done.stderr

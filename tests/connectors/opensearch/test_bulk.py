@@ -171,3 +171,25 @@ def test_a_mapping_conflict_fails_that_document_only_and_a_worker_batch_keeps_th
     assert list(outcome.failures) == ["bad"] and "mapper_parsing_exception" in outcome.failures["bad"]
     backend.refresh()
     assert backend.count() == 4
+
+
+def test_an_ingest_refuses_moving_ids_between_domains_and_skips_what_is_stored(target: Target, tmp_path) -> None:
+    """The client's ingest over OpenSearch: a cross-domain overwrite is refused before anything is written,
+    and a re-run encodes only documents the index does not hold with the same content and encoder."""
+    from ddr_search.client import DDRSearch
+    from ddr_search.errors import InputError
+    from ddr_search.settings import Settings
+
+    backend = ready(target)
+    encoder = HashEncoder()
+    cooking = [{"id": f"c{i}", "text": f"recipe {i} with garlic"} for i in range(6)]
+    with DDRSearch(Settings(home=tmp_path / "home"), encoder=encoder, backend=backend) as ddr:
+        ddr.ingest(cooking, domain="cooking")
+        assert encoder.encoded == 6
+        with pytest.raises(InputError, match=r"1 documents are stored already under another domain .*'c2'"):
+            ddr.ingest([{"id": "c2", "text": "a comet"}, {"id": "s1", "text": "a star"}], domain="astro")
+        assert backend.count() == 6 and backend.get(["s1"]) == {}
+        report = ddr.ingest([*cooking, {"id": "c6", "text": "recipe 6 with basil"}], domain="cooking")
+        assert encoder.encoded == 7 and (report.written, report.unchanged) == (1, 6)
+        ddr.ingest([{"id": "c2", "text": "a comet"}], domain="astro", allow_domain_change=True)
+        assert backend.get(["c2"])["c2"].domain == "astro"
