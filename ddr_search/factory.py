@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddr_search.errors import ConfigError
 from ddr_search.settings import Settings
 from ddr_search.types import Backend, Encoder
 
@@ -88,10 +89,16 @@ def _onnx_encoder(settings: Settings, store: Path | None) -> Encoder | None:
 
 
 def build_backend(settings: Settings, dimension: int | None = None) -> Backend:
-    """OpenSearch when a URL is configured, otherwise the embedded store under DDR_HOME.
+    """OpenSearch or Elasticsearch when its URL is configured, otherwise the embedded store under DDR_HOME.
 
     `dimension` (the encoder's) is needed only to create a new index; an existing store knows its own.
     """
+    if settings.opensearch.url is not None and settings.elasticsearch.url is not None:
+        raise ConfigError("both DDR_OPENSEARCH__URL and DDR_ELASTICSEARCH__URL are set: keep the one to use")
+    if settings.elasticsearch.url is not None:
+        from connectors.elasticsearch import ElasticsearchBackend
+
+        return ElasticsearchBackend.from_settings(settings, dimension)
     if settings.opensearch.url is not None:
         from connectors.opensearch import OpenSearchBackend
 

@@ -17,53 +17,76 @@ def default_home() -> Path:
     return Path.home() / ".ddr-search"
 
 
-class OpenSearchSettings(BaseModel):
-    """Connection to an existing cluster; with no `url` the embedded backend is used."""
+def credentials_out_of_url(data: object) -> object:
+    """`https://user:pw@host` -> url `https://host`, username, password (a SecretStr): a password kept in the
+    URL would show in every repr and dump of the settings. Explicit username / password win."""
+    if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+        return data
+    parts = urlsplit(data["url"])
+    if parts.username is None and parts.password is None:
+        return data
+    out = dict(data)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    out["url"] = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if parts.username and not out.get("username"):
+        out["username"] = unquote(parts.username)
+    if parts.password and out.get("password") is None:
+        out["password"] = unquote(parts.password)
+    return out
+
+
+class ClusterSettings(BaseModel):
+    """What every cluster connection has: where, who, TLS, the alias, and the index layout."""
 
     url: str | None = None
     username: str | None = None
     password: SecretStr | None = None
     ca_file: Path | None = None
     verify_certs: bool = True
-    aws_region: str | None = None  # set to sign requests with AWS SigV4 (Amazon OpenSearch Service)
-    aws_service: str = "es"  # "aoss" for OpenSearch Serverless
     timeout_s: float = 10.0
     index: str = "ddr-documents"  # the alias searched; versioned indices sit behind it
-    # faiss: the k-NN default on real clusters; lucene: distributions without the native k-NN libraries
-    # (the Maven Central zips the test nodes run). Both report inner products with the same score formula.
-    knn_engine: Literal["faiss", "lucene"] = "faiss"
     shards: int = Field(default=1, ge=1)  # one shard: native hybrid fuses per shard before 3.5 (docs/opensearch.md)
     replicas: int = Field(default=1, ge=0)  # 0 on a single-node cluster, or it stays yellow
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 128
-    hnsw_ef_search: int = 100
-    hybrid: Literal["auto", "native", "client"] = "auto"  # native `hybrid` query + pipeline, or _msearch + fuse
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_the_url(cls, data: object) -> object:
+        return credentials_out_of_url(data)
 
     @field_validator("url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _credentials_out_of_the_url(cls, data: object) -> object:
-        """`https://user:pw@host` -> url `https://host`, username, password (a SecretStr): a password kept
-        in the URL would show in every repr and dump of the settings."""
-        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
-            return data
-        parts = urlsplit(data["url"])
-        if parts.username is None and parts.password is None:
-            return data
-        out = dict(data)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        out["url"] = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-        if parts.username and not out.get("username"):
-            out["username"] = unquote(parts.username)
-        if parts.password and out.get("password") is None:
-            out["password"] = unquote(parts.password)
-        return out
+
+class OpenSearchSettings(ClusterSettings):
+    """Connection to an existing OpenSearch cluster; with no `url` the embedded backend is used."""
+
+    aws_region: str | None = None  # set to sign requests with AWS SigV4 (Amazon OpenSearch Service)
+    aws_service: str = "es"  # "aoss" for OpenSearch Serverless
+    # faiss: the k-NN default on real clusters; lucene: distributions without the native k-NN libraries
+    # (the Maven Central zips the test nodes run). Both report inner products with the same score formula.
+    knn_engine: Literal["faiss", "lucene"] = "faiss"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 128
+    hnsw_ef_search: int = 256  # candidates per kNN query (at least k): exact-search recall at 100 candidates
+    # client: BM25 + kNN in one _msearch, fused here (measured fastest: bench/reports/opensearch.md);
+    # auto: the native `hybrid` query + pipeline where it ranks exactly alike; native: always
+    hybrid: Literal["auto", "native", "client"] = "client"
+
+
+class ElasticsearchSettings(ClusterSettings):
+    """Connection to an existing Elasticsearch 8.x / 9.x cluster (docs/elasticsearch.md)."""
+
+    api_key: SecretStr | None = None  # instead of username / password
+    # english: the embedded backend's tokens and Snowball stemming (needs analysis-common, on every real
+    # cluster); standard: the standard tokenizer, lowercase and the same stop words (clusters without it)
+    analyzer: Literal["english", "standard"] = "english"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    num_candidates: int = 100  # per kNN search (at least k)
 
 
 class SearchSettings(BaseModel):
@@ -100,6 +123,7 @@ class Settings(BaseSettings):
     broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
     batch_size: int = 64
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
 

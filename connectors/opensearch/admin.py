@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from opensearchpy import exceptions as os_errors
 
+from connectors import shared
 from connectors.opensearch import schema
 from connectors.opensearch.backend import OpenSearchBackend
 from connectors.opensearch.client import wrapped
@@ -54,7 +55,7 @@ def _index_dimension(backend: OpenSearchBackend, index: str) -> int | None:
     with wrapped(f"GET {index}/_mapping", backend.url):
         mapping = backend.client.indices.get_mapping(index=index)
     props = next(iter(mapping.values()))["mappings"].get("properties", {})
-    vector = props.get(schema.VECTOR_FIELD)
+    vector = props.get(shared.VECTOR_FIELD)
     return int(vector["dimension"]) if vector else None
 
 
@@ -101,7 +102,7 @@ def refresh_patiently(backend: OpenSearchBackend, index: str) -> None:
 
 
 def put_template(backend: OpenSearchBackend, settings: OpenSearchSettings, dimension: int) -> str:
-    name = schema.template_name(settings.index)
+    name = shared.template_name(settings.index)
     with wrapped(f"PUT _index_template/{name}", backend.url):
         backend.client.indices.put_index_template(name=name, body=schema.index_template(settings, dimension))
     return name
@@ -139,7 +140,7 @@ def setup(
     """
     features = backend.features
     alias = settings.index
-    index = schema.index_name(alias, encoder_version)
+    index = shared.index_name(alias, encoder_version)
     report = SetupReport(features=features, template=put_template(backend, settings, dimension), index=index,
                          alias=alias)
     serving = backend.indices()
@@ -193,7 +194,7 @@ def reindex(
     old = backend.indices()
     if not old:
         raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")
-    new = schema.index_name(alias, encoder.version)
+    new = shared.index_name(alias, encoder.version)
     if old == [new] and not force:
         return ReindexReport(alias, old, new, backend.count(), switched=False,
                              note=f"{alias} already serves {new}: nothing to do")

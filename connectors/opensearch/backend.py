@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
+from connectors import shared
 from connectors.opensearch import queries, schema
 from connectors.opensearch.client import build_client, describe_error, redact_url, wrapped
 from connectors.opensearch.features import ClusterFeatures, detect
@@ -24,6 +25,7 @@ from ddr_search.types import Document, IndexedDocument, JSONValue, ScoredIds
 log = logging.getLogger(__name__)
 
 HYBRID_MODES = ("auto", "native", "client")
+EF_SEARCH_SINCE = (2, 16, 0)  # k-NN query `method_parameters.ef_search`
 MULTI_SHARD_NATIVE_SINCE = (3, 5, 0)  # documented per-shard fusion fix; not verifiable here (no neural-search 3.x)
 
 
@@ -78,6 +80,7 @@ class OpenSearchBackend:
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         require_alias: bool = True,
+        ef_search: int | None = None,
     ) -> None:
         if hybrid not in HYBRID_MODES:
             raise ConfigError(f"opensearch hybrid mode must be one of {HYBRID_MODES}, got {hybrid!r}")
@@ -94,6 +97,7 @@ class OpenSearchBackend:
         self._features: ClusterFeatures | None = None
         self._pipelines: dict[str, bool] = {}
         self._shard_count: int | None = None
+        self.ef_search = ef_search
         self._alias_ready = not require_alias  # False: `alias` may name a concrete index (reindex's writer)
 
     @classmethod
@@ -107,6 +111,7 @@ class OpenSearchBackend:
             url=os_settings.url,
             dimension=dimension,
             hybrid=os_settings.hybrid,
+            ef_search=os_settings.hnsw_ef_search,
         )
 
     # -- cluster ----------------------------------------------------------------------------------
@@ -135,7 +140,7 @@ class OpenSearchBackend:
             "text": doc.text,
             "metadata": dict(doc.metadata),
             "encoder_version": item.encoder_version,
-            schema.VECTOR_FIELD: vector.tolist(),
+            shared.VECTOR_FIELD: vector.tolist(),
         }
         if doc.domain is not None:
             source["domain"] = doc.domain
@@ -266,7 +271,8 @@ class OpenSearchBackend:
     ) -> ScoredIds:
         """Top-k by inner product (the raw x.y, as the embedded backend reports it)."""
         k = self._k(k)
-        body = queries.search_body(queries.knn_query(vector, k, queries.filter_clauses(domain, metadata)), k)
+        clauses = queries.filter_clauses(domain, metadata)
+        body = queries.search_body(queries.knn_query(vector, k, clauses, self._ef_search()), k)
         return [(h["_id"], knn_score_to_inner_product(float(h["_score"]))) for h in self._search(body)]
 
     @staticmethod
@@ -318,7 +324,7 @@ class OpenSearchBackend:
     ) -> list[ScoredIds]:
         """BM25 and kNN (scores as the cluster reports them) in one `_msearch` round trip."""
         body_bm25 = queries.search_body(queries.bm25_query(text, clauses), depth)
-        body_knn = queries.search_body(queries.knn_query(vector, depth, clauses), depth)
+        body_knn = queries.search_body(queries.knn_query(vector, depth, clauses, self._ef_search()), depth)
         response = self._call(
             "msearch", self.client.msearch, body=[{"index": self.alias}, body_bm25, {"index": self.alias}, body_knn]
         )
@@ -343,6 +349,12 @@ class OpenSearchBackend:
         if not self.features.fuses_natively(config):
             return False
         return self.features.version >= MULTI_SHARD_NATIVE_SINCE or self._shards() == 1
+
+    def _ef_search(self) -> int | None:
+        """The per-query HNSW candidate list, where the cluster takes one (`method_parameters`, 2.16+)."""
+        if self.ef_search is None or self.features.plugins is None or self.features.version < EF_SEARCH_SINCE:
+            return None
+        return self.ef_search
 
     def _shards(self) -> int:
         """The most primary shards of any index behind the alias (asked once per backend)."""
@@ -387,7 +399,8 @@ class OpenSearchBackend:
             params["search_pipeline"] = name
         else:  # a configuration `setup` did not create: a temporary pipeline in the request
             inline = schema.pipeline_body(config, self.features.version)
-        body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline)
+        body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline,
+                                   ef_search=self._ef_search())
         try:
             hits = self._search(body, **params)
         except BackendError as e:

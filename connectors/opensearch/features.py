@@ -53,8 +53,8 @@ class ClusterFeatures:
     def describe(self) -> str:
         version = ".".join(map(str, self.version))
         plugins = "unknown" if self.plugins is None else (", ".join(sorted(self.plugins)) or "none")
-        mode = "native hybrid query" if self.native_hybrid else "client-side fusion over _msearch"
-        return f"{self.distribution} {version}; plugins: {plugins}; hybrid: {mode}"
+        native = "available" if self.native_hybrid else "no (hybrid fuses on the client over _msearch)"
+        return f"{self.distribution} {version}; plugins: {plugins}; native hybrid query: {native}"
 
 
 def _parse_version(number: str) -> tuple[int, int, int]:

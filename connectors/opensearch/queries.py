@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from connectors.opensearch.schema import PASSAGE_FIELD, VECTOR_FIELD
+from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD
 from ddr_search.types import JSONValue
 
-SOURCE_EXCLUDES = [VECTOR_FIELD, PASSAGE_FIELD]
 MAX_K = 10_000  # index.max_result_window and the k-NN plugin's limit on k
 
 
@@ -43,9 +42,17 @@ def bm25_query(text: str, clauses: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"bool": {"must": [match], "filter": list(clauses)}}
 
 
-def knn_query(vector: np.ndarray, k: int, clauses: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`knn` with an efficient filter: `{"knn": {"embedding": {"vector", "k", "filter"?}}}`."""
+def knn_query(
+    vector: np.ndarray, k: int, clauses: Sequence[dict[str, Any]], ef_search: int | None = None
+) -> dict[str, Any]:
+    """`knn` with an efficient filter: `{"knn": {"embedding": {"vector", "k", "filter"?, "method_parameters"?}}}`.
+
+    `ef_search` (2.16+, faiss and lucene): the HNSW candidate list per query, at least k; the lucene engine
+    otherwise searches with ef = k, which lost 0.3 points of SciFact R@100 against exact search.
+    """
     inner: dict[str, Any] = {"vector": [float(x) for x in np.asarray(vector, dtype=np.float32).ravel()], "k": k}
+    if ef_search is not None:
+        inner["method_parameters"] = {"ef_search": max(k, ef_search)}
     flt = combined_filter(clauses)
     if flt is not None:
         inner["filter"] = flt
@@ -69,6 +76,7 @@ def hybrid_body(
     *,
     offset: int = 0,
     pipeline: dict[str, Any] | None = None,
+    ef_search: int | None = None,
 ) -> dict[str, Any]:
     """The native `hybrid` query: BM25 then kNN (the pipeline's weights follow this order).
 
@@ -79,7 +87,7 @@ def hybrid_body(
     # Filters sit inside each sub-query (a bool filter for BM25, the efficient filter for kNN) rather
     # than in `hybrid.filter`, which is 2.19+ and leaves how kNN applies it to the cluster.
     hybrid: dict[str, Any] = {
-        "queries": [bm25_query(text, clauses), knn_query(vector, depth, clauses)],
+        "queries": [bm25_query(text, clauses), knn_query(vector, depth, clauses, ef_search)],
         "pagination_depth": depth,
     }
     body: dict[str, Any] = {"query": {"hybrid": hybrid}, "size": size, "_source": False}

@@ -1,56 +1,26 @@
 """What `setup` writes: the index template (mapping + analysis + k-NN), versioned index names, pipelines.
 
 Pure functions of the settings, so `deploy/` JSON, `ddr-search setup` and the tests agree on one shape.
+Field names, the analyzer and index names are shared with the Elasticsearch connector (connectors.shared).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from connectors.shared import (
+    ANALYZER,
+    BM25_B,
+    BM25_K1,
+    PASSAGE_FIELD,
+    VECTOR_FIELD,
+    english_analysis,
+)
 from ddr_search.errors import ConfigError
 from ddr_search.fusion import FusionConfig, Technique
 from ddr_search.settings import OpenSearchSettings
 
-# Lucene BM25 with the parameters the embedded backend (bm25s) uses, so both rank alike (DESIGN.md 7).
-BM25_K1 = 1.5
-BM25_B = 0.75
-# The embedded backend's BM25 tokens (ddr_search.retrieval.bm25.tokenize), rebuilt as an analyzer: the same
-# 2+-character word pattern, lowercase, the same English stop-word list, then Snowball English (Porter2 in
-# both Lucene and PyStemmer). Same tokens on both backends, so BM25 statistics can agree.
-ANALYZER = "ddr_english"
-JAVA_TOKEN_PATTERN = r"(?U)\b\w\w+\b"
-VECTOR_FIELD = "embedding"
-PASSAGE_FIELD = "passage"  # title + text (copy_to), the one field BM25 matches, as bm25s indexes title + text
 TEMPLATE_PRIORITY = 200
-_VERSION_SLUG = re.compile(r"[^a-z0-9_]+")
-
-
-def english_stopwords() -> list[str]:
-    """bm25s's English stop words (what the embedded backend removes), sorted for a stable template."""
-    import logging
-
-    from bm25s.stopwords import STOPWORDS_EN
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
-    return sorted(set(STOPWORDS_EN))
-
-
-def version_slug(encoder_version: str) -> str:
-    """An encoder version as a legal index-name part (lowercase, [a-z0-9_-])."""
-    slug = _VERSION_SLUG.sub("-", encoder_version.lower()).strip("-")
-    if not slug:
-        raise ConfigError(f"encoder version {encoder_version!r} gives an empty index name part")
-    return slug[:80]
-
-
-def index_name(alias: str, encoder_version: str) -> str:
-    """The concrete index behind `alias` for one encoder version: `<alias>-v<version>`."""
-    return f"{alias}-v{version_slug(encoder_version)}"
-
-
-def template_name(alias: str) -> str:
-    return f"{alias}-template"
 
 
 def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
@@ -62,23 +32,7 @@ def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
             "knn.algo_param.ef_search": settings.hnsw_ef_search,
             "similarity": {"default": {"type": "BM25", "k1": BM25_K1, "b": BM25_B}},
         },
-        "analysis": {
-            "tokenizer": {
-                # bm25s / scikit-learn word tokens: 2+ word characters, Unicode-aware (Java's (?U) flag)
-                "ddr_words": {"type": "pattern", "pattern": JAVA_TOKEN_PATTERN, "group": 0},
-            },
-            "filter": {
-                "ddr_english_stop": {"type": "stop", "stopwords": english_stopwords()},
-                "ddr_english_stemmer": {"type": "snowball", "language": "English"},
-            },
-            "analyzer": {
-                ANALYZER: {
-                    "type": "custom",
-                    "tokenizer": "ddr_words",
-                    "filter": ["lowercase", "ddr_english_stop", "ddr_english_stemmer"],
-                }
-            },
-        },
+        "analysis": english_analysis(),
     }
 
 

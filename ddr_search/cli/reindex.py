@@ -23,12 +23,13 @@ def reindex(batch_size: int, delete_old: bool, force: bool) -> None:
     from ddr_search.settings import Settings
 
     settings = Settings()
-    if not settings.opensearch.url:
-        raise ConfigError("reindex works on OpenSearch: set DDR_OPENSEARCH__URL (the embedded store needs none)")
+    if not settings.opensearch.url and not settings.elasticsearch.url:
+        raise ConfigError("reindex works on a cluster: set DDR_OPENSEARCH__URL or DDR_ELASTICSEARCH__URL "
+                          "(the embedded store needs none)")
     encoder = build_encoder(settings)
-    from connectors.opensearch import OpenSearchBackend, admin
+    from ddr_search.factory import build_backend
 
-    backend = OpenSearchBackend.from_settings(settings, encoder.dimension)
+    backend = build_backend(settings, encoder.dimension)
     try:
         with click.progressbar(length=backend.count(), label="re-embedding") as bar:
             done = [0]
@@ -37,8 +38,18 @@ def reindex(batch_size: int, delete_old: bool, force: bool) -> None:
                 bar.update(written - done[0])
                 done[0] = written
 
-            report = admin.reindex(backend, settings.opensearch, encoder, batch_size=batch_size,
-                                   delete_old=delete_old, force=force, on_batch=advance)
+            if settings.elasticsearch.url:
+                from connectors.elasticsearch import admin as es_admin
+
+                if force:
+                    raise ConfigError("--force is not supported on Elasticsearch yet")
+                report = es_admin.reindex(backend, settings.elasticsearch, encoder,  # type: ignore[arg-type]
+                                          batch_size=batch_size, delete_old=delete_old, on_batch=advance)
+            else:
+                from connectors.opensearch import admin
+
+                report = admin.reindex(backend, settings.opensearch, encoder,  # type: ignore[arg-type]
+                                       batch_size=batch_size, delete_old=delete_old, force=force, on_batch=advance)
     finally:
         backend.close()
     if not report.switched:

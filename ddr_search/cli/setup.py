@@ -1,4 +1,5 @@
-"""`ddr-search setup`: configure an existing OpenSearch cluster (template, versioned index, alias, pipelines)."""
+"""`ddr-search setup`: configure an existing OpenSearch or Elasticsearch cluster (template, versioned index,
+alias, and OpenSearch's hybrid pipelines)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 
 from ddr_search.cli.main import cli
 from ddr_search.errors import ConfigError
+from ddr_search.settings import Settings
 
 
 @cli.command("setup")
@@ -15,13 +17,11 @@ from ddr_search.errors import ConfigError
 @click.option("--encoder-version", help="Encoder version naming the index [the encoder's].")
 @click.option("--print-template", is_flag=True, help="Print the index template and pipelines JSON; change nothing.")
 def setup(dimension: int | None, encoder_version: str | None, print_template: bool) -> None:
-    """Configure the cluster at DDR_OPENSEARCH__URL; safe to run again (changes only what is missing).
+    """Configure the cluster at DDR_OPENSEARCH__URL or DDR_ELASTICSEARCH__URL; safe to run again.
 
-    Writes the index template, creates <index>-v<encoder version> behind the alias DDR_OPENSEARCH__INDEX,
-    and, where the neural-search plugin runs, the hybrid search pipelines.
+    Writes the index template, creates <index>-v<encoder version> behind the alias (DDR_*__INDEX), and,
+    where OpenSearch's neural-search plugin runs, the hybrid search pipelines.
     """
-    from ddr_search.settings import Settings
-
     settings = Settings()
     if dimension is None or encoder_version is None:
         from ddr_search.factory import build_encoder
@@ -29,13 +29,17 @@ def setup(dimension: int | None, encoder_version: str | None, print_template: bo
         encoder = build_encoder(settings)
         dimension = dimension or encoder.dimension
         encoder_version = encoder_version or encoder.version
+    if settings.elasticsearch.url and not print_template:
+        setup_elasticsearch(settings, dimension, encoder_version)
+        return
+    from connectors import shared
     from connectors.opensearch import admin, schema
 
     configs = admin.default_fusion_configs(settings.search.combination_weights)
     if print_template:
         out = {
             "index_template": schema.index_template(settings.opensearch, dimension),
-            "index": schema.index_name(settings.opensearch.index, encoder_version),
+            "index": shared.index_name(settings.opensearch.index, encoder_version),
             "pipelines": {
                 schema.pipeline_name(settings.opensearch.index, c): schema.pipeline_body(c, schema.PROVEN_VERSION)
                 for c in configs
@@ -61,5 +65,22 @@ def setup(dimension: int | None, encoder_version: str | None, print_template: bo
         click.echo(f"  {action}")
     for name in report.pipelines:
         click.echo(f"pipeline: {name}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
+def setup_elasticsearch(settings: Settings, dimension: int, encoder_version: str) -> None:
+    from connectors.elasticsearch import ElasticsearchBackend, admin
+
+    backend = ElasticsearchBackend.from_settings(settings, dimension)
+    try:
+        report = admin.setup(backend, settings.elasticsearch, dimension=dimension, encoder_version=encoder_version)
+    finally:
+        backend.close()
+    click.echo(f"cluster: {report.info.describe()}")
+    click.echo(f"template: {report.template}")
+    click.echo(f"index: {report.index} (alias {report.alias})")
+    for action in report.actions or ["nothing to change: already set up"]:
+        click.echo(f"  {action}")
     for note in report.notes:
         click.echo(f"note: {note}")

@@ -35,7 +35,7 @@ class JarModule:
 @dataclass(frozen=True)
 class EngineSpec:
     name: str  # also the folder and the state file's name
-    distribution: str  # "opensearch"
+    distribution: str  # "opensearch" or "elasticsearch"
     version: str
     java_home: str
     zip: str  # Maven coordinates of the distribution zip
@@ -43,7 +43,7 @@ class EngineSpec:
     modules: tuple[JarModule, ...] = ()
     heap: str = "1g"
     settings: dict[str, str] = field(default_factory=dict)
-    secure: bool = False  # security plugin with its demo TLS certificates and basic auth (admin / ADMIN_PASSWORD)
+    secure: bool = False  # security on: OpenSearch's demo TLS + basic auth (admin); Elasticsearch: basic auth
     home_of: str = ""  # run from another spec's assembled distribution (same zip and plugins, other settings)
 
 
@@ -110,6 +110,26 @@ ENGINES: dict[str, EngineSpec] = {
     )
 }
 
+# Elasticsearch's integ-test zips: security on (basic auth: `elastic` / ADMIN_PASSWORD, plus the file-realm
+# user ES_USER with the least-privilege role), HTTP without TLS, no analysis-common (so no stemmer, no
+# pattern tokenizer: the test indices use DDR_ELASTICSEARCH__ANALYZER=standard).
+ES_USER = "ddr_search"
+ES_USER_PASSWORD = "Ddr-Test-User-2026!"
+_ES_SETTINGS = {
+    "xpack.security.enabled": "true",
+    "xpack.security.http.ssl.enabled": "false",
+    "xpack.security.transport.ssl.enabled": "false",
+}
+for _spec in (
+    EngineSpec(name="elasticsearch-8.19.8", distribution="elasticsearch", version="8.19.8", java_home=JAVA_17,
+               zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.19.8:zip", settings=_ES_SETTINGS,
+               secure=True),
+    EngineSpec(name="elasticsearch-9.2.0", distribution="elasticsearch", version="9.2.0", java_home=JAVA_25,
+               zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:9.2.0:zip", settings=_ES_SETTINGS,
+               secure=True),
+):
+    ENGINES[_spec.name] = _spec
+
 # Started and stopped by the fault tests alone (they SIGKILL it): the 2.19.1 distribution with a write
 # thread pool of one thread and a queue of one, so concurrent bulk requests really get 429.
 FAULTS_ENGINE = EngineSpec(
@@ -124,4 +144,10 @@ FAULTS_ENGINE = EngineSpec(
 )
 ENGINES[FAULTS_ENGINE.name] = FAULTS_ENGINE
 
-DEFAULT_ENGINES = ("opensearch-2.19.1", "opensearch-3.5.0", "opensearch-2.19.1-secure")
+DEFAULT_ENGINES = (
+    "opensearch-2.19.1",
+    "opensearch-3.5.0",
+    "opensearch-2.19.1-secure",
+    "elasticsearch-8.19.8",
+    "elasticsearch-9.2.0",
+)

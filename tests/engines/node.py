@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tests.engines.catalog import ADMIN_PASSWORD, ENGINES, EngineSpec, JarModule
+from tests.engines.catalog import ADMIN_PASSWORD, ENGINES, ES_USER, ES_USER_PASSWORD, EngineSpec, JarModule
 
 ENGINES_HOME = Path(os.environ.get("DDR_ENGINES_HOME", "/var/tmp/ddr-engines"))
 ENGINE_USER = "ddr-engine"
@@ -106,11 +106,14 @@ def assemble(spec: EngineSpec) -> Path:
     _unzip_flat(maven_artifact(spec.zip), building)
     for module in spec.modules:
         _write_module(building, module, spec)
-    env = {**os.environ, "JAVA_HOME": spec.java_home, "OPENSEARCH_JAVA_HOME": spec.java_home}
+    env = {**os.environ, "JAVA_HOME": spec.java_home, "OPENSEARCH_JAVA_HOME": spec.java_home,
+           "ES_JAVA_HOME": spec.java_home}
     for plugin in spec.plugins:
         _run([str(building / "bin" / "opensearch-plugin"), "install", "--batch", maven_artifact(plugin).as_uri()],
              env=env, cwd=building)
-    if spec.secure:  # the plugin's own script: demo TLS certificates, security config, admin password
+    if spec.distribution == "elasticsearch":
+        _secure_elasticsearch(building, env)
+    elif spec.secure:  # the plugin's own script: demo TLS certificates, security config, admin password
         script = building / "plugins" / "opensearch-security" / "tools" / "install_demo_configuration.sh"
         script.chmod(0o755)
         _run(["bash", str(script), "-y", "-i", "-s"], env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD},
@@ -119,6 +122,22 @@ def assemble(spec: EngineSpec) -> Path:
     shutil.rmtree(home, ignore_errors=True)
     building.rename(home)
     return home
+
+
+def _secure_elasticsearch(home: Path, env: dict[str, str]) -> None:
+    """The `elastic` password in the keystore, and a file-realm user holding only the documented role
+    (deploy/elasticsearch/security-role.json, its index patterns widened to the tests' `ddr-test-*`)."""
+    keystore = home / "bin" / "elasticsearch-keystore"
+    _run([str(keystore), "create"], env=env, cwd=home)
+    subprocess.run([str(keystore), "add", "-x", "-f", "bootstrap.password"], input=ADMIN_PASSWORD + "\n",
+                   text=True, env=env, cwd=home, check=True, capture_output=True)
+    role = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "elasticsearch" / "security-role.json")
+                      .read_text())
+    for rule in role["indices"]:
+        rule["names"] = [*rule["names"], "ddr-test-*"]
+    (home / "config" / "roles.yml").write_text(json.dumps({"ddr_search": role}) + "\n")  # JSON is YAML
+    _run([str(home / "bin" / "elasticsearch-users"), "useradd", ES_USER, "-p", ES_USER_PASSWORD, "-r", "ddr_search"],
+         env=env, cwd=home)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -151,6 +170,7 @@ def _healthy(record: dict[str, object]) -> bool:
     if record.get("ca_file"):
         context = ssl.create_default_context(cafile=str(record["ca_file"]))
         context.check_hostname = False  # the demo certificate names the node "node-0.example.com"
+    if record.get("username"):
         token = base64.b64encode(f"{record['username']}:{record['password']}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
@@ -222,12 +242,15 @@ def start(name: str, *, port: int | None = None, keep_data: bool = False) -> dic
         "cluster.routing.allocation.disk.threshold_enabled": "false",
         **spec.settings,
     }
-    command = [str(home / "bin" / "opensearch"), *[f"-E{k}={v}" for k, v in options.items()]]
+    command = [str(home / "bin" / spec.distribution), *[f"-E{k}={v}" for k, v in options.items()]]
+    heap = f"-Xms{spec.heap} -Xmx{spec.heap}"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "JAVA_HOME": spec.java_home,
         "OPENSEARCH_JAVA_HOME": spec.java_home,
-        "OPENSEARCH_JAVA_OPTS": f"-Xms{spec.heap} -Xmx{spec.heap}",
+        "OPENSEARCH_JAVA_OPTS": heap,
+        "ES_JAVA_HOME": spec.java_home,
+        "ES_JAVA_OPTS": heap,
     }
     if user is not None:
         command = ["runuser", "-u", user, "--", *command]
@@ -237,7 +260,9 @@ def start(name: str, *, port: int | None = None, keep_data: bool = False) -> dic
                                stdin=subprocess.DEVNULL, start_new_session=True)
     record = {"name": name, "url": f"http://127.0.0.1:{port}", "port": port, "pid": process.pid,
               "version": spec.version, "distribution": spec.distribution, "logs": str(logs)}
-    if spec.secure:
+    if spec.distribution == "elasticsearch":
+        record.update(username="elastic", password=ADMIN_PASSWORD, user=ES_USER, user_password=ES_USER_PASSWORD)
+    elif spec.secure:
         record.update(url=f"https://127.0.0.1:{port}", ca_file=str(home / "config" / "root-ca.pem"),
                       username="admin", password=ADMIN_PASSWORD)
     deadline = time.monotonic() + READY_TIMEOUT_S

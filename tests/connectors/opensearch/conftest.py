@@ -117,6 +117,7 @@ class Target:
 
     def backend(self, dimension: int = 16, **kwargs: Any) -> OpenSearchBackend:
         kwargs.setdefault("initial_backoff_s", 0.01)
+        kwargs.setdefault("ef_search", self.settings.hnsw_ef_search)
         return OpenSearchBackend(self.client(), alias=self.settings.index, url=self.settings.url,
                                  dimension=dimension, **kwargs)
 

@@ -27,8 +27,9 @@ def test_setup_twice(env: dict[str, str], target: Target) -> None:
     alias = target.settings.index
     assert f"created index {alias}-vhash-a" in first.output
     expected = {"os2.19": "cluster: opensearch 2.19.1; plugins: opensearch-knn, opensearch-neural-search; "
-                          "hybrid: native hybrid query",
-                "os3.5": "cluster: opensearch 3.5.0; plugins: opensearch-knn; hybrid: client-side fusion over _msearch"}
+                          "native hybrid query: available",
+                "os3.5": "cluster: opensearch 3.5.0; plugins: opensearch-knn; native hybrid query: no (hybrid fuses "
+                         "on the client over _msearch)"}
     if target.name in expected:
         assert expected[target.name] in first.output
     second = runner.invoke(cli, ["setup", "--dimension", "16", "--encoder-version", "hash-a"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from connectors import shared
 from connectors.opensearch import admin, schema
 from ddr_search.errors import BackendError
 from ddr_search.fusion import FusionConfig, Technique
@@ -112,7 +113,7 @@ def test_pipeline_bodies_follow_each_versions_shape() -> None:
     rrf = schema.pipeline_body(FusionConfig(Technique.RRF, rank_constant=20), (3, 5, 0))
     assert rrf["phase_results_processors"] == [{"score-ranker-processor": {"combination": {
         "technique": "rrf", "rank_constant": 20}}}]
-    assert schema.index_name("ddr-documents", "MiniLM/General@3") == "ddr-documents-vminilm-general-3"
+    assert shared.index_name("ddr-documents", "MiniLM/General@3") == "ddr-documents-vminilm-general-3"
     names = {schema.pipeline_name("a", c) for c in (FusionConfig(Technique.RRF, (0.5, 0.5)),
                                                      FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
                                                      FusionConfig(Technique.L2, (0.3, 0.7)))}
@@ -130,5 +131,5 @@ def test_analyzer_gives_the_embedded_backend_tokens(target: Target) -> None:
     client = target.client()
     for text in texts:
         tokens = client.indices.analyze(index=target.settings.index,
-                                        body={"analyzer": schema.ANALYZER, "text": text})["tokens"]
+                                        body={"analyzer": shared.ANALYZER, "text": text})["tokens"]
         assert [t["token"] for t in tokens] == tokenize(text)[0]

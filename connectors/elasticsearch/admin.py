@@ -1,0 +1,199 @@
+"""`ddr-search setup` and `ddr-search reindex` on Elasticsearch: template, versioned index behind the alias,
+and re-embedding into a new version followed by one atomic alias switch (the OpenSearch connector's
+design; docs/elasticsearch.md)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from elasticsearch import ApiError
+
+from connectors import shared
+from connectors.elasticsearch import schema
+from connectors.elasticsearch.backend import ClusterInfo, ElasticsearchBackend
+from connectors.elasticsearch.client import MISSING_ANALYSIS, wrapped
+from ddr_search.errors import BackendError, ConfigError
+from ddr_search.indexing import embed_and_index
+from ddr_search.settings import ElasticsearchSettings
+from ddr_search.types import Encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SetupReport:
+    info: ClusterInfo
+    template: str
+    index: str
+    alias: str
+    actions: list[str] = field(default_factory=list)  # what changed; empty when everything was in place
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReindexReport:
+    alias: str
+    old_indices: list[str]
+    new_index: str
+    documents: int
+    switched: bool
+    deleted_old: bool = False
+    note: str = ""
+
+
+def _analysis_refused(e: BackendError, settings: ElasticsearchSettings) -> BackendError:
+    """The default analyzer on a cluster without analysis-common: one line naming the setting to change."""
+    cause = e.__cause__
+    if settings.analyzer == "english" and isinstance(cause, ApiError) and any(m in str(cause.body)
+                                                                                 for m in MISSING_ANALYSIS):
+        return ConfigError(
+            "this cluster has no analysis-common module (no pattern tokenizer / snowball stemmer) for the "
+            "default English analyzer: set DDR_ELASTICSEARCH__ANALYZER=standard (no stemming)"
+        )
+    return e
+
+
+def put_template(backend: ElasticsearchBackend, settings: ElasticsearchSettings, dimension: int) -> str:
+    name = shared.template_name(settings.index)
+    body = schema.index_template(settings, dimension)
+    try:
+        with wrapped(f"PUT _index_template/{name}", backend.url):
+            backend.client.indices.put_index_template(name=name, index_patterns=body["index_patterns"],
+                                                      priority=body["priority"], template=body["template"],
+                                                      meta=body["_meta"])
+    except BackendError as e:
+        raise _analysis_refused(e, settings) from e.__cause__
+    return name
+
+
+def _index_dimension(backend: ElasticsearchBackend, index: str) -> int | None:
+    with wrapped(f"GET {index}/_mapping", backend.url):
+        mapping = backend.client.indices.get_mapping(index=index)
+    props = next(iter(mapping.values()))["mappings"].get("properties", {})
+    vector = props.get(shared.VECTOR_FIELD)
+    return int(vector["dims"]) if vector else None
+
+
+def _create_index(backend: ElasticsearchBackend, settings: ElasticsearchSettings, index: str, dimension: int,
+                  encoder_version: str) -> bool:
+    """Create `index` unless it exists (then check its dimension). Returns whether it was created."""
+    client = backend.client
+    with wrapped(f"HEAD {index}", backend.url):
+        exists = bool(client.indices.exists(index=index))
+    if not exists:
+        mappings = schema.mappings(settings, dimension)
+        mappings["_meta"] = {"managed_by": "ddr-search", "encoder_version": encoder_version, "dimension": dimension}
+        try:
+            with wrapped(f"create index {index}", backend.url):
+                client.indices.create(index=index, settings=schema.index_settings(settings), mappings=mappings)
+            return True
+        except BackendError as e:
+            cause = e.__cause__
+            if not (isinstance(cause, ApiError) and "resource_already_exists_exception" in str(cause.body)):
+                raise _analysis_refused(e, settings) from cause
+    found = _index_dimension(backend, index)
+    if found != dimension:
+        raise BackendError(
+            f"index {index} holds {found}-dimensional vectors but the encoder makes {dimension}: "
+            "delete that index or change DDR_ELASTICSEARCH__INDEX"
+        )
+    return False
+
+
+def setup(backend: ElasticsearchBackend, settings: ElasticsearchSettings, *, dimension: int,
+          encoder_version: str) -> SetupReport:
+    """Bring the cluster to the configured state; running it again changes nothing."""
+    alias = settings.index
+    index = shared.index_name(alias, encoder_version)
+    report = SetupReport(info=backend.info, template=put_template(backend, settings, dimension), index=index,
+                         alias=alias)
+    serving = backend.indices()
+    if not serving:
+        with wrapped(f"HEAD {alias}", backend.url):
+            if backend.client.indices.exists(index=alias):
+                raise BackendError(
+                    f"{alias} is a concrete index, not an alias: ddr-search serves an alias over versioned "
+                    "indices; set DDR_ELASTICSEARCH__INDEX to another name"
+                )
+        if _create_index(backend, settings, index, dimension, encoder_version):
+            report.actions.append(f"created index {index}")
+        with wrapped(f"POST _aliases ({alias} -> {index})", backend.url):
+            backend.client.indices.update_aliases(
+                actions=[{"add": {"index": index, "alias": alias, "is_write_index": True}}]
+            )
+        report.actions.append(f"alias {alias} -> {index}")
+    elif serving == [index]:
+        if _create_index(backend, settings, index, dimension, encoder_version):
+            report.actions.append(f"created index {index}")
+    else:
+        report.notes.append(
+            f"alias {alias} serves {', '.join(serving)}, made by another encoder version: "
+            f"run `ddr-search reindex` to re-embed into {index} and switch"
+        )
+    return report
+
+
+def reindex(
+    backend: ElasticsearchBackend,
+    settings: ElasticsearchSettings,
+    encoder: Encoder,
+    *,
+    batch_size: int = 64,
+    delete_old: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> ReindexReport:
+    """Re-embed every document into `<alias>-v<encoder.version>`, then switch the alias in one call; any
+    failure before the switch leaves the alias untouched and deletes the half-filled index."""
+    alias = settings.index
+    old = backend.indices()
+    if not old:
+        raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")
+    new = shared.index_name(alias, encoder.version)
+    if old == [new]:
+        return ReindexReport(alias, old, new, backend.count(), switched=False,
+                             note=f"{alias} already serves {new}: nothing to do")
+    put_template(backend, settings, encoder.dimension)
+    backend.refresh()  # the scroll and the count check see only refreshed writes
+    client = backend.client
+    with wrapped(f"HEAD {new}", backend.url):
+        if client.indices.exists(index=new):
+            log.warning("deleting %s, left half-filled by an earlier reindex", new)
+            client.indices.delete(index=new)
+    _create_index(backend, settings, new, encoder.dimension, encoder.version)
+    expected = backend.count()
+    writer = ElasticsearchBackend(client, alias=new, url=backend.url, dimension=encoder.dimension,
+                                  chunk_size=backend.chunk_size, max_retries=backend.max_retries,
+                                  require_alias=False)
+    written = 0
+    try:
+        for batch in backend.scan(batch_size=batch_size):
+            written += embed_and_index(batch, encoder, writer, batch_size=batch_size)
+            if on_batch is not None:
+                on_batch(written)
+        with wrapped(f"refresh {new}", backend.url):
+            client.options(request_timeout=300).indices.refresh(index=new)
+        filled = writer.count()
+        if filled != expected or written != expected:
+            raise BackendError(
+                f"reindex wrote {filled} documents into {new} but {alias} holds {expected} "
+                "(was something ingesting meanwhile?): alias left on the old index"
+            )
+        actions = [{"remove": {"index": i, "alias": alias}} for i in old]
+        actions.append({"add": {"index": new, "alias": alias, "is_write_index": True}})
+        with wrapped(f"POST _aliases (switch {alias} -> {new})", backend.url):
+            client.indices.update_aliases(actions=actions)
+    except BaseException:
+        try:
+            if new not in backend.indices():
+                client.indices.delete(index=new)
+        except Exception:  # the original error matters more; the next reindex deletes it anyway
+            log.warning("could not delete the half-filled index %s", new)
+        raise
+    report = ReindexReport(alias, old, new, written, switched=True)
+    if delete_old:
+        with wrapped("delete old indices", backend.url):
+            client.indices.delete(index=",".join(old))
+        report.deleted_old = True
+    return report

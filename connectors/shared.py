@@ -1,0 +1,73 @@
+"""What the cluster connectors (OpenSearch, Elasticsearch) write alike: field names, the BM25 parameters and
+analyzer rebuilt from the embedded backend's tokenizer, and the versioned index names behind an alias.
+
+One home, so that both engines index the same tokens as the embedded store and name indices one way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ddr_search.errors import ConfigError
+
+# Lucene BM25 with the parameters the embedded backend (bm25s) uses, so every backend ranks alike.
+BM25_K1 = 1.5
+BM25_B = 0.75
+# The embedded backend's BM25 tokens (ddr_search.retrieval.bm25.tokenize), rebuilt as an analyzer: the same
+# 2+-character word pattern, lowercase, the same English stop-word list, then Snowball English (Porter2 in
+# both Lucene and PyStemmer).
+ANALYZER = "ddr_english"
+JAVA_TOKEN_PATTERN = r"(?U)\b\w\w+\b"
+VECTOR_FIELD = "embedding"
+PASSAGE_FIELD = "passage"  # title + text (copy_to), the one field BM25 matches, as bm25s indexes title + text
+SOURCE_EXCLUDES = [VECTOR_FIELD, PASSAGE_FIELD]
+_VERSION_SLUG = re.compile(r"[^a-z0-9_]+")
+
+
+def english_stopwords() -> list[str]:
+    """bm25s's English stop words (what the embedded backend removes), sorted for a stable template."""
+    import logging
+
+    from bm25s.stopwords import STOPWORDS_EN
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
+    return sorted(set(STOPWORDS_EN))
+
+
+def english_analysis() -> dict[str, Any]:
+    """The `analysis` settings of the ddr_english analyzer (needs the analysis-common module)."""
+    return {
+        "tokenizer": {
+            # bm25s / scikit-learn word tokens: 2+ word characters, Unicode-aware (Java's (?U) flag)
+            "ddr_words": {"type": "pattern", "pattern": JAVA_TOKEN_PATTERN, "group": 0},
+        },
+        "filter": {
+            "ddr_english_stop": {"type": "stop", "stopwords": english_stopwords()},
+            "ddr_english_stemmer": {"type": "snowball", "language": "English"},
+        },
+        "analyzer": {
+            ANALYZER: {
+                "type": "custom",
+                "tokenizer": "ddr_words",
+                "filter": ["lowercase", "ddr_english_stop", "ddr_english_stemmer"],
+            }
+        },
+    }
+
+
+def version_slug(encoder_version: str) -> str:
+    """An encoder version as a legal index-name part (lowercase, [a-z0-9_-])."""
+    slug = _VERSION_SLUG.sub("-", encoder_version.lower()).strip("-")
+    if not slug:
+        raise ConfigError(f"encoder version {encoder_version!r} gives an empty index name part")
+    return slug[:80]
+
+
+def index_name(alias: str, encoder_version: str) -> str:
+    """The concrete index behind `alias` for one encoder version: `<alias>-v<version>`."""
+    return f"{alias}-v{version_slug(encoder_version)}"
+
+
+def template_name(alias: str) -> str:
+    return f"{alias}-template"
