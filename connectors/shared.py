@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from ddr_search.errors import ConfigError
+from ddr_search.filters import Filters, query_clauses
 
 # Lucene BM25 with the parameters the embedded backend (bm25s) uses, so every backend ranks alike.
 BM25_K1 = 1.5
@@ -71,3 +72,9 @@ def index_name(alias: str, encoder_version: str) -> str:
 
 def template_name(alias: str) -> str:
     return f"{alias}-template"
+
+
+def filter_clauses(domain: str | None, filters: Filters = ()) -> list[dict[str, Any]]:
+    """`term` on `domain`, then the metadata conditions (ddr_search.filters), as query DSL clauses."""
+    clauses: list[dict[str, Any]] = [{"term": {"domain": domain}}] if domain is not None else []
+    return clauses + query_clauses(filters)

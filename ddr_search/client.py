@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ddr_search.data.documents import check_file
 from ddr_search.errors import ConfigError, InputError
+from ddr_search.filters import parse_filters
 from ddr_search.ingest import IngestReport, check_documents, check_domain_moves, index_checked, ingest_documents
 from ddr_search.settings import Settings
 from ddr_search.types import Backend, Document, Encoder, Hit, RoutingMode, SearchMode
@@ -186,8 +187,11 @@ class DDRSearch:
         *,
         filter_domain: bool = True,
         routing: RoutingMode | None = None,
+        filters: Mapping[str, object] | None = None,
     ) -> list[Hit]:
-        """Hybrid (default), dense or bm25 search. `domain` routes to its modules and filters to its documents.
+        """Hybrid (default), dense or bm25 search. `domain` routes to its modules and filters to its documents;
+        `filters` keep documents whose metadata passes them (docs/filters.md), e.g.
+        `{"lang": "en", "tags": ["a", "b"], "year": {"gte": 2020}, "source": {"exists": True}}`.
 
         Raises InputError for bad arguments (before any model loads), UnknownModuleError for a domain with
         neither documents nor modules.
@@ -195,6 +199,7 @@ class DDRSearch:
         from ddr_search.search import search
 
         mode, routing = _check_search_arguments(query, domain, k, mode, routing)
+        conditions = parse_filters(filters)
         encoder = None if mode is SearchMode.BM25 else self.encoder
         if encoder is not None:
             self._warn_on_stale_vectors(encoder)
@@ -208,6 +213,7 @@ class DDRSearch:
             mode=mode,
             filter_domain=filter_domain,
             routing=routing,
+            filters=conditions,
         )
 
     def delete(self, ids: Sequence[str]) -> int:

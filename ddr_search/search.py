@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ddr_search.errors import InputError, UnknownModuleError
+from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, Technique, fuse
 from ddr_search.settings import SearchSettings
 from ddr_search.types import Backend, Encoder, Hit, RoutingMode, ScoredIds, SearchMode
@@ -85,11 +86,13 @@ def search(
     filter_domain: bool = True,
     routing: RoutingMode | None = None,
     fusion: FusionConfig | None = None,
+    filters: Filters = (),
 ) -> list[Hit]:
     """Top-k hits for one query. `encoder` may be None only in bm25 mode.
 
     Hybrid takes each sub-query's top `settings.candidates` and fuses them with `ddr_search.fusion`;
-    every hit carries both raw sub-scores (None where that sub-query did not return it).
+    every hit carries both raw sub-scores (None where that sub-query did not return it). `filters`
+    (ddr_search.filters) restrict every sub-query to documents whose metadata passes them.
     """
     mode = SearchMode(mode)
     if not query or not query.strip():
@@ -117,12 +120,13 @@ def search(
             weights = encoded.weights[0]
             if backend_hybrid is not None:
                 fused = backend_hybrid(
-                    query, encoded.vectors[0], k, domain=route.filter_domain, config=config, candidates=depth
+                    query, encoded.vectors[0], k, domain=route.filter_domain, config=config, candidates=depth,
+                    filters=filters,
                 )
                 return to_hits(fused, backend, weights)
-            dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain)
+            dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain, filters=filters)
         if mode is not SearchMode.DENSE:
-            bm25 = backend.bm25_search(query, depth, domain=route.filter_domain)
+            bm25 = backend.bm25_search(query, depth, domain=route.filter_domain, filters=filters)
     if mode is SearchMode.HYBRID:
         fused = fuse([bm25, dense], config, k=k)
     elif mode is SearchMode.DENSE:

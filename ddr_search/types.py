@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ddr_search.errors import InputError
+from ddr_search.filters import Filters
 
 Vectors = NDArray[np.float32]
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
@@ -136,9 +137,13 @@ class Backend(Protocol):
 
     def delete(self, ids: Sequence[str]) -> int: ...
 
-    def bm25_search(self, text: str, k: int, *, domain: str | None = None) -> ScoredIds: ...
+    def bm25_search(self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()) -> ScoredIds:
+        """`filters` (ddr_search.filters) apply before top-k: k hits come back even for a rare value."""
+        ...
 
-    def dense_search(self, vector: NDArray[np.float32], k: int, *, domain: str | None = None) -> ScoredIds: ...
+    def dense_search(
+        self, vector: NDArray[np.float32], k: int, *, domain: str | None = None, filters: Filters = ()
+    ) -> ScoredIds: ...
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]: ...
 

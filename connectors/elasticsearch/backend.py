@@ -18,11 +18,12 @@ from numpy.typing import NDArray
 
 from connectors.elasticsearch.client import build_client, redact_url, wrapped
 from connectors.elasticsearch.schema import dot_product_score_to_inner_product
-from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD
+from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD, filter_clauses
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
+from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, fuse
 from ddr_search.settings import ElasticsearchSettings, Settings
-from ddr_search.types import Document, IndexedDocument, JSONValue, ScoredIds
+from ddr_search.types import Document, IndexedDocument, ScoredIds
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ class ClusterInfo:
 
     def describe(self) -> str:
         return f"elasticsearch {'.'.join(map(str, self.version))}; hybrid: client-side fusion over _msearch"
-
-
-def filter_clauses(domain: str | None, metadata: Mapping[str, JSONValue] | None = None) -> list[dict[str, Any]]:
-    """`term` on `domain` and one `term` (or `terms` for a list) per `metadata.<key>`."""
-    clauses: list[dict[str, Any]] = []
-    if domain is not None:
-        clauses.append({"term": {"domain": domain}})
-    for key, value in (metadata or {}).items():
-        field = f"metadata.{key}"
-        clauses.append({"terms": {field: list(value)}} if isinstance(value, list) else {"term": {field: value}})
-    return clauses
 
 
 def _reason(info: Mapping[str, Any]) -> str:
@@ -212,15 +202,15 @@ class ElasticsearchBackend:
         return {"knn": knn, "size": k, "_source": False, "track_total_hits": False}
 
     def bm25_search(self, text: str, k: int, *, domain: str | None = None,
-                    metadata: Mapping[str, JSONValue] | None = None) -> ScoredIds:
-        body = self._bm25_body(text, self._k(k), filter_clauses(domain, metadata))
+                    filters: Filters = ()) -> ScoredIds:
+        body = self._bm25_body(text, self._k(k), filter_clauses(domain, filters))
         response = self._call("search", self.client.search, index=self.alias, **body)
         return [(h["_id"], float(h["_score"])) for h in self._hits(response, "search")]
 
     def dense_search(self, vector: NDArray[np.float32], k: int, *, domain: str | None = None,
-                     metadata: Mapping[str, JSONValue] | None = None) -> ScoredIds:
+                     filters: Filters = ()) -> ScoredIds:
         """Top-k by inner product (the raw x.y, as the embedded backend reports it)."""
-        body = self._knn_body(vector, self._k(k), filter_clauses(domain, metadata))
+        body = self._knn_body(vector, self._k(k), filter_clauses(domain, filters))
         response = self._call("search", self.client.search, index=self.alias, **body)
         return [(h["_id"], dot_product_score_to_inner_product(float(h["_score"])))
                 for h in self._hits(response, "search")]
@@ -235,11 +225,11 @@ class ElasticsearchBackend:
         config: FusionConfig | None = None,
         candidates: int = 100,
         offset: int = 0,
-        metadata: Mapping[str, JSONValue] | None = None,
+        filters: Filters = (),
     ) -> list[Fused]:
         """BM25 + kNN in one `_msearch`, fused here over raw BM25 scores and inner products."""
         depth = self._k(max(candidates, offset + k))
-        clauses = filter_clauses(domain, metadata)
+        clauses = filter_clauses(domain, filters)
         searches = [{"index": self.alias}, self._bm25_body(text, depth, clauses),
                     {"index": self.alias}, self._knn_body(vector, depth, clauses)]
         response = self._call("msearch", self.client.msearch, searches=searches)

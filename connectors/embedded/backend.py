@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from connectors.embedded import snapshot as snapshots
 from connectors.embedded.store import DocumentStore
 from ddr_search.errors import BackendError, InputError
+from ddr_search.filters import Filters
 from ddr_search.types import Document, IndexedDocument, ScoredIds
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,19 @@ class EmbeddedBackend:
             raise BackendError(f"could not load a search snapshot under {self.directory}: retry the search")
         return self._snapshot
 
-    def bm25_search(self, text: str, k: int, *, domain: str | None = None) -> ScoredIds:
-        return self.snapshot().bm25_search(text, k, domain)
+    def bm25_search(self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()) -> ScoredIds:
+        snapshot = self.snapshot()
+        return snapshot.bm25_search(text, k, domain, self._allowed(snapshot, filters))
 
-    def dense_search(self, vector: NDArray[np.float32], k: int, *, domain: str | None = None) -> ScoredIds:
-        return self.snapshot().dense_search(vector, k, domain)
+    def dense_search(
+        self, vector: NDArray[np.float32], k: int, *, domain: str | None = None, filters: Filters = ()
+    ) -> ScoredIds:
+        snapshot = self.snapshot()
+        return snapshot.dense_search(vector, k, domain, self._allowed(snapshot, filters))
+
+    def _allowed(self, snapshot: snapshots.Snapshot, filters: Filters) -> np.ndarray | None:
+        """The rows whose metadata passes `filters` (SQLite decides), applied before top-k."""
+        return snapshot.rows_of(self.store.ids_matching(filters)) if filters else None
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         return self.store.get(ids)

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,7 @@ class Snapshot:
     domain_names: list[str]
     bm25: BM25Index
     _masks: dict[str, np.ndarray] = field(default_factory=dict)
+    _rows: dict[str, int] | None = None  # id -> row, built on the first filtered search
     _coarse: Callable[[np.ndarray], np.ndarray] | None = None  # built on first large dense search
 
     def __len__(self) -> int:
@@ -63,8 +64,24 @@ class Snapshot:
             self._masks[domain] = self.domain_codes == code
         return self._masks[domain]
 
-    def dense_search(self, vector: np.ndarray, k: int, domain: str | None) -> ScoredIds:
-        """Exact inner product over every row (or the domain's rows), best first.
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """A row mask of `ids` (a metadata filter's matches; ids not in this generation are left out)."""
+        if self._rows is None:
+            self._rows = {str(doc_id): row for row, doc_id in enumerate(self.ids)}
+        mask = np.zeros(len(self), dtype=bool)
+        rows = [self._rows[i] for i in ids if i in self._rows]
+        mask[rows] = True
+        return mask
+
+    def _combined(self, domain: str | None, allowed: np.ndarray | None) -> np.ndarray | None:
+        mask = self.mask(domain)
+        if allowed is None:
+            return mask
+        return allowed if mask is None else mask & allowed
+
+    def dense_search(self, vector: np.ndarray, k: int, domain: str | None,
+                     allowed: np.ndarray | None = None) -> ScoredIds:
+        """Exact inner product over every row (or the rows of the domain and `allowed`), best first.
 
         Large matrices are first scored coarsely by torch in int8 (a quarter of the memory traffic of
         the bandwidth-bound float32 product; float16 where the int8 kernel is missing), then the best
@@ -76,7 +93,7 @@ class Snapshot:
         if len(self) == 0 or k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        mask = self.mask(domain)
+        mask = self._combined(domain, allowed)
         k = min(k, len(self) if mask is None else int(mask.sum()))
         if k == 0:
             return []
@@ -105,10 +122,10 @@ class Snapshot:
             self._coarse = _int8_scorer(torch, self.vectors) or _half_scorer(torch, self.vectors)
         return self._coarse
 
-    def bm25_search(self, text: str, k: int, domain: str | None) -> ScoredIds:
+    def bm25_search(self, text: str, k: int, domain: str | None, allowed: np.ndarray | None = None) -> ScoredIds:
         if k <= 0:
             return []
-        mask = self.mask(domain)
+        mask = self._combined(domain, allowed)
         if mask is not None and not mask.any():
             return []
         return self.bm25.search(text, k, mask=mask)

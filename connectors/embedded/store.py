@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ddr_search.errors import BackendError
+from ddr_search.filters import Filters
 from ddr_search.types import Document, IndexedDocument
 
 FORMAT_VERSION = 1
@@ -193,6 +194,12 @@ class DocumentStore:
                     found[id_] = Document(id=id_, title=title, text=text, domain=domain, metadata=json.loads(metadata))
         return found
 
+    def ids_matching(self, filters: Filters) -> list[str]:
+        """Ids whose metadata satisfies every condition, by SQLite's JSON functions (one indexed-free scan)."""
+        where, params = _sql_conditions(filters)
+        with self.read() as db:
+            return [row[0] for row in db.execute(f"SELECT id FROM documents WHERE {where}", params)]
+
     def versions(self, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         with self.read() as db:
@@ -259,3 +266,32 @@ def _retry(action, attempts: int = 50):  # type: ignore[no-untyped-def]
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     return None
+
+
+def _json_path(key: str) -> str:
+    return "$." + ".".join(f'"{part}"' for part in key.split("."))
+
+
+def _sql_conditions(filters: Filters) -> tuple[str, list[object]]:
+    """ddr_search.filters conditions as one SQL predicate. `json_each` over a path yields the value itself
+    for a scalar and each element for a list, so "equals" means "any element equals", as on the engines;
+    date bounds compare ISO strings as text, as the engines compare keyword metadata."""
+    parts: list[str] = []
+    params: list[object] = []
+    for c in filters:
+        path = _json_path(c.key)
+        each = "SELECT 1 FROM json_each(documents.metadata, ?) AS e WHERE "
+        if c.op == "exists":
+            parts.append(f"json_type(documents.metadata, ?) IS {'NOT ' if c.present else ''}NULL")
+            params.append(path)
+        elif c.op in ("in", "ne"):
+            test = f"EXISTS ({each}e.type != 'object' AND e.type != 'array' AND e.value IN ({_marks(c.values)}))"
+            parts.append(test if c.op == "in" else f"NOT {test}")
+            params += [path, *c.values]
+        else:
+            kind = "e.type = 'text'" if isinstance(c.bounds[0][1], str) else "e.type IN ('integer', 'real')"
+            sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+            bounds = " AND ".join(f"e.value {sql_op[op]} ?" for op, _ in c.bounds)
+            parts.append(f"EXISTS ({each}{kind} AND {bounds})")
+            params += [path, *(b for _, b in c.bounds)]
+    return " AND ".join(parts) or "1", params

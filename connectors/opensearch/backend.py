@@ -17,10 +17,12 @@ from connectors import shared
 from connectors.opensearch import queries, schema
 from connectors.opensearch.client import build_client, describe_error, redact_url, wrapped
 from connectors.opensearch.features import ClusterFeatures, detect
+from connectors.shared import filter_clauses
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
+from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, fuse
 from ddr_search.settings import Settings
-from ddr_search.types import Document, IndexedDocument, JSONValue, ScoredIds
+from ddr_search.types import Document, IndexedDocument, ScoredIds
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +258,9 @@ class OpenSearchBackend:
         return list(response["hits"]["hits"])
 
     def bm25_search(
-        self, text: str, k: int, *, domain: str | None = None, metadata: Mapping[str, JSONValue] | None = None
+        self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()
     ) -> ScoredIds:
-        body = queries.search_body(queries.bm25_query(text, queries.filter_clauses(domain, metadata)), self._k(k))
+        body = queries.search_body(queries.bm25_query(text, filter_clauses(domain, filters)), self._k(k))
         return [(h["_id"], float(h["_score"])) for h in self._search(body)]
 
     def dense_search(
@@ -267,11 +269,11 @@ class OpenSearchBackend:
         k: int,
         *,
         domain: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
+        filters: Filters = (),
     ) -> ScoredIds:
         """Top-k by inner product (the raw x.y, as the embedded backend reports it)."""
         k = self._k(k)
-        clauses = queries.filter_clauses(domain, metadata)
+        clauses = filter_clauses(domain, filters)
         body = queries.search_body(queries.knn_query(vector, k, clauses, self._ef_search()), k)
         return [(h["_id"], knn_score_to_inner_product(float(h["_score"]))) for h in self._search(body)]
 
@@ -291,7 +293,7 @@ class OpenSearchBackend:
         config: FusionConfig | None = None,
         candidates: int = 100,
         offset: int = 0,
-        metadata: Mapping[str, JSONValue] | None = None,
+        filters: Filters = (),
         sub_scores: bool = True,
     ) -> list[Fused]:
         """BM25 + kNN fused; results `[offset, offset + k)` of the fused ranking.
@@ -305,7 +307,7 @@ class OpenSearchBackend:
         """
         config = config or FusionConfig()
         depth = self._k(max(candidates, offset + k))
-        clauses = queries.filter_clauses(domain, metadata)
+        clauses = filter_clauses(domain, filters)
         if self._native(config):
             return self._native_hybrid(text, vector, k, depth, offset, clauses, config, sub_scores)
         lists = self._msearch_pair(text, vector, depth, clauses)

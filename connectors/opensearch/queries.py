@@ -7,26 +7,14 @@ around the BM25 `match`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD
-from ddr_search.types import JSONValue
 
 MAX_K = 10_000  # index.max_result_window and the k-NN plugin's limit on k
-
-
-def filter_clauses(domain: str | None, metadata: Mapping[str, JSONValue] | None = None) -> list[dict[str, Any]]:
-    """`term` on `domain` and one `term` (or `terms` for a list) per `metadata.<key>`."""
-    clauses: list[dict[str, Any]] = []
-    if domain is not None:
-        clauses.append({"term": {"domain": domain}})
-    for key, value in (metadata or {}).items():
-        field = f"metadata.{key}"
-        clauses.append({"terms": {field: list(value)}} if isinstance(value, list) else {"term": {field: value}})
-    return clauses
 
 
 def combined_filter(clauses: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

@@ -62,6 +62,10 @@ def as_json_hit(hit: Hit, full_text: bool) -> dict[str, object]:
 )
 @click.option("--no-domain-filter", is_flag=True, help="With --domain: route by it but search every document.")
 @click.option("--routing", type=click.Choice([m.value for m in RoutingMode]), help="Override the routing mode.")
+@click.option("--filter", "filter_expressions", multiple=True, metavar="EXPR",
+              help="Metadata condition, repeatable, all must hold: key=v, key=a,b (any of), key!=v, key>=N, "
+                   "key>N, key<=N, key<N (docs/filters.md).")
+@click.option("--filters", "filters_json", metavar="JSON", help='Conditions as JSON: {"year": {"gte": 2020}}.')
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON (every score and the routing weights).")
 @click.option("--full-text", is_flag=True,
               help=f"With --json: each hit's whole text (default: the first {SNIPPET_CHARS} characters).")
@@ -72,12 +76,16 @@ def search(
     mode: str,
     no_domain_filter: bool,
     routing: str | None,
+    filter_expressions: tuple[str, ...],
+    filters_json: str | None,
     as_json: bool,
     full_text: bool,
 ) -> None:
     """Hybrid BM25 + dense search with DDR routing (top-k modules, or the --domain's modules)."""
     from ddr_search.client import DDRSearch
+    from ddr_search.filters import parse_cli_filters
 
+    filters = parse_cli_filters(filter_expressions, filters_json)
     with DDRSearch() as client:
         hits = client.search(
             query,
@@ -86,6 +94,7 @@ def search(
             mode=mode,
             filter_domain=not no_domain_filter,
             routing=RoutingMode(routing) if routing else None,
+            filters=filters or None,
         )
     if as_json:
         click.echo(json.dumps([as_json_hit(h, full_text) for h in hits], ensure_ascii=False, indent=2))

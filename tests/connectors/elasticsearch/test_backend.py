@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from connectors.elasticsearch import admin
 from connectors.elasticsearch.client import build_client, wrapped
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
+from ddr_search.filters import parse_filters
 from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import Document
 from tests.connectors.elasticsearch.conftest import NODES, EsTarget
@@ -84,7 +85,7 @@ def test_bm25_and_dense_with_domain_and_metadata_filters(es_target: EsTarget) ->
     ids = [i for i, _ in backend.bm25_search("fraud limitations", 10)]
     assert set(ids) == {"d1", "d8", "d9"} and ids[-1] == "d8"
     assert {i for i, _ in backend.bm25_search("fraud limitations", 10, domain="legal")} == {"d1", "d9"}
-    assert [i for i, _ in backend.bm25_search("vitamin", 10, metadata={"year": 2020})] == ["d10"]
+    assert [i for i, _ in backend.bm25_search("vitamin", 10, filters=parse_filters({"year": 2020}))] == ["d10"]
     enc = HashEncoder()
     query = enc.encode_queries(["fraud limitations period"]).vectors[0]
     vectors = {d.document.id: d.vector for d in indexed(enc)}
@@ -94,7 +95,8 @@ def test_bm25_and_dense_with_domain_and_metadata_filters(es_target: EsTarget) ->
     assert [s for _, s in hits] == pytest.approx([s for _, s in expected[:4]], abs=1e-5)
     medical = backend.dense_search(query, 3, domain="medical")
     assert len(medical) == 3 and {i for i, _ in medical} <= {d.id for d in CORPUS if d.domain == "medical"}
-    assert {i for i, _ in backend.dense_search(query, 5, metadata={"year": [2019, 2020]})} == {"d1", "d2", "d4", "d10"}
+    years = parse_filters({"year": [2019, 2020]})
+    assert {i for i, _ in backend.dense_search(query, 5, filters=years)} == {"d1", "d2", "d4", "d10"}
 
 
 @pytest.mark.parametrize("technique", list(Technique), ids=str)

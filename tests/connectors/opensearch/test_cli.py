@@ -65,4 +65,5 @@ def test_cli_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, ["reindex"])
     assert result.exit_code == 1
     assert result.output.strip() == (
-        "error: reindex works on OpenSearch: set DDR_OPENSEARCH__URL (the embedded store needs none)")
+        "error: reindex works on a cluster: set DDR_OPENSEARCH__URL or DDR_ELASTICSEARCH__URL (the embedded store "
+        "needs none)")

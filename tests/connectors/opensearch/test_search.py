@@ -9,6 +9,7 @@ import pytest
 
 from connectors.opensearch import admin
 from connectors.opensearch.backend import inner_product_to_knn_score, knn_score_to_inner_product
+from ddr_search.filters import parse_filters
 from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import Document
 from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, indexed
@@ -43,11 +44,11 @@ def test_bm25_ranks_matching_documents_and_filters_by_domain(target: Target) -> 
 def test_bm25_metadata_filter_and_stemming(target: Target) -> None:
     backend = loaded(target)
     assert [i for i, _ in backend.bm25_search("supplementing vitamins", 10)][:2] in (["d4", "d10"], ["d10", "d4"])
-    assert [i for i, _ in backend.bm25_search("vitamin", 10, metadata={"year": 2020})] == ["d10"]
-    assert [i for i, _ in backend.bm25_search("vitamin", 10, metadata={"year": [2019, 2018]})] == ["d4"]
+    assert [i for i, _ in backend.bm25_search("vitamin", 10, filters=parse_filters({"year": 2020}))] == ["d10"]
+    assert [i for i, _ in backend.bm25_search("vitamin", 10, filters=parse_filters({"year": [2019, 2018]}))] == ["d4"]
     # metadata strings are keywords: an exact, case-sensitive match
-    assert [i for i, _ in backend.bm25_search("fraud", 10, metadata={"court": "appeals"})] == ["d1"]
-    assert backend.bm25_search("fraud", 10, metadata={"court": "Appeals"}) == []
+    assert [i for i, _ in backend.bm25_search("fraud", 10, filters=parse_filters({"court": "appeals"}))] == ["d1"]
+    assert backend.bm25_search("fraud", 10, filters=parse_filters({"court": "Appeals"})) == []
 
 
 def test_client_side_hybrid_without_neural_search_uses_msearch(faulty_target: Target) -> None:
@@ -101,17 +102,18 @@ def test_dense_search_returns_exact_inner_products_with_efficient_domain_filter(
 def test_dense_search_metadata_filter_goes_inside_knn(target: Target) -> None:
     backend = loaded(target)
     query = HashEncoder().encode_queries(["vitamin"]).vectors[0]
-    hits = backend.dense_search(query, 5, domain="medical", metadata={"year": [2019, 2020]})
+    hits = backend.dense_search(query, 5, domain="medical", filters=parse_filters({"year": [2019, 2020]}))
     assert {i for i, _ in hits} == {"d4", "d10"}
 
 
 def test_dense_request_puts_the_filter_inside_knn(faulty_target: Target) -> None:
     backend = loaded(faulty_target)
     query = HashEncoder().encode_queries(["vitamin"]).vectors[0]
-    backend.dense_search(query, 3, domain="medical", metadata={"year": [2019, 2020]})
+    backend.dense_search(query, 3, domain="medical", filters=parse_filters({"year": [2019, 2020]}))
     body = faulty_target.faults.searches[-1]["body"]
-    assert body["query"] == {"knn": {"embedding": {"vector": pytest.approx(query.tolist()), "k": 3, "filter": {
-        "bool": {"filter": [{"term": {"domain": "medical"}}, {"terms": {"metadata.year": [2019, 2020]}}]}}}}}
+    assert body["query"] == {"knn": {"embedding": {
+        "vector": pytest.approx(query.tolist()), "k": 3, "method_parameters": {"ef_search": 256}, "filter": {
+            "bool": {"filter": [{"term": {"domain": "medical"}}, {"terms": {"metadata.year": [2019, 2020]}}]}}}}}
     assert body["size"] == 3 and body["_source"] is False
 
 
