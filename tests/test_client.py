@@ -52,7 +52,9 @@ def test_ingest_a_path_and_a_beir_corpus(client, tmp_path):
     path.write_text("".join(json.dumps({"_id": str(i), "title": "", "text": f"beir doc {i}"}) + "\n" for i in range(7)))
     assert client.ingest(path).indexed == 7
     assert client.stats()["domains"] == {}
-    assert client.ingest(str(path), domain="beir").indexed == 7  # re-ingest: upsert, now with a domain
+    with pytest.raises(InputError, match="7 documents are stored already under another domain"):
+        client.ingest(str(path), domain="beir")  # ids are global: a domain change must be asked for
+    assert client.ingest(str(path), domain="beir", allow_domain_change=True).indexed == 7
     assert client.stats()["documents"] == 7 and client.stats()["domains"] == {"beir": 7}
 
 

@@ -151,3 +151,34 @@ def test_the_python_client_raises_input_error_for_bad_arguments_before_loading_a
     with pytest.raises(InputError, match=message):
         client.search(**kwargs)
     assert client._encoder is None  # nothing was loaded to find out
+
+
+def test_json_hits_carry_a_snippet_unless_asked_for_the_full_text(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    long_text = "verbose " * 1000
+    with DDRSearch(Settings(home=home), encoder=HashingEncoder()) as client:
+        client.ingest([{"id": "big", "text": long_text}, {"id": "small", "text": "verbose note"}])
+    monkeypatch.setattr("ddr_search.factory.build_encoder", lambda settings: HashingEncoder())
+    env = {"DDR_HOME": str(home)}
+    short = json.loads(CliRunner().invoke(cli, ["search", "verbose", "--json", "--mode", "bm25"], env=env).stdout)
+    big = next(h for h in short if h["id"] == "big")
+    assert big["text_chars"] == len(long_text) and len(big["text"]) == 504 and big["text"].endswith(" ...")
+    full = json.loads(CliRunner().invoke(cli, ["search", "verbose", "--json", "--mode", "bm25", "--full-text"],
+                                         env=env).stdout)
+    assert next(h for h in full if h["id"] == "big")["text"] == long_text
+
+
+def test_cli_filters_reach_the_search(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with DDRSearch(Settings(home=home), encoder=HashingEncoder()) as client:
+        client.ingest([{"id": f"d{y}", "text": "court ruling", "metadata": {"year": y, "lang": "en" if y % 2 else "de"}}
+                       for y in range(2015, 2025)])
+    env = {"DDR_HOME": str(home)}
+    args = ["search", "court", "--mode", "bm25", "--json", "--filter", "year>=2020", "--filter", "year<2023",
+            "--filter", "lang=en,fr"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(h["id"] for h in json.loads(result.stdout)) == ["d2021"]
+    bad = CliRunner().invoke(cli, ["search", "court", "--mode", "bm25", "--filter", "year~2020"], env=env)
+    assert bad.exit_code == 1 and "--filter 'year~2020': write key=value" in bad.stderr
