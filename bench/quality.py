@@ -130,10 +130,11 @@ def main() -> int:
     from ddr_search.evaluation.harness import bm25_runs, default_cache_dir, dense_runs, fuse_runs
     from ddr_search.evaluation.metrics import score_run
     from ddr_search.fusion import FusionConfig
+    from ddr_search.manifest import read_manifest
     from ddr_search.model.backbone import load_backbone
     from ddr_search.model.ddr import DDRModel
     from ddr_search.model.encoder import TorchEncoder, passage_text
-    from ddr_search.model.store import load_store, read_manifest, save_store
+    from ddr_search.model.store import load_store, save_store
     from ddr_search.training import api
     from ddr_search.training.beir_pairs import pairs_from_beir
     from ddr_search.training.corpus import read_corpus

@@ -196,10 +196,13 @@ class DDRSearch:
         Raises InputError for bad arguments (before any model loads), UnknownModuleError for a domain with
         neither documents nor modules.
         """
-        from ddr_search.search import search
+        from ddr_search.search import resolve_route, search
 
         mode, routing = _check_search_arguments(query, domain, k, mode, routing)
         conditions = parse_filters(filters)
+        if domain is not None and self._encoder is None:  # an unknown domain fails before the model loads
+            resolve_route(domain, module_domains=self._store_domains(), backend=self.backend,
+                          filter_domain=filter_domain, routing=routing)
         encoder = None if mode is SearchMode.BM25 else self.encoder
         if encoder is not None:
             self._warn_on_stale_vectors(encoder)
@@ -215,6 +218,14 @@ class DDRSearch:
             routing=routing,
             filters=conditions,
         )
+
+    def _store_domains(self) -> Mapping[str, Sequence[str]]:
+        """Domain -> modules from the module store's manifest (read without torch or a model)."""
+        from ddr_search.factory import default_module_store
+        from ddr_search.manifest import read_manifest
+
+        store = default_module_store(self.settings)
+        return read_manifest(store).domains if store is not None else {}
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many existed."""

@@ -23,12 +23,24 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 def default_module_store(settings: Settings) -> Path | None:
-    """The configured store, else the modules shipped with the package (if any), else none (frozen backbone)."""
+    """The configured store (DDR_MODULES), else the one `ddr-search train` wrote under DDR_HOME, else the
+    modules shipped with the package (if any), else none (the frozen backbone)."""
     if settings.modules is not None:
         return settings.modules
+    trained = settings.home / "modules"
+    if settings.backbone is None and (trained / "manifest.json").exists():
+        if trained not in _announced:  # said once per process: which store answers, and how to choose another
+            _announced.add(trained)
+            logging.getLogger(__name__).warning(
+                "using the module store trained under DDR_HOME: %s (DDR_MODULES chooses another)", trained
+            )
+        return trained
     if settings.backbone is None and (PRETRAINED_DIR / "manifest.json").exists():
         return PRETRAINED_DIR
     return None
+
+
+_announced: set[Path] = set()
 
 
 def default_onnx_dir(settings: Settings) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from ddr_search.errors import ExportError
+from ddr_search.manifest import read_manifest
 
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
@@ -137,8 +138,6 @@ def store_version_of(store: Path | None) -> str:
     """The version an export of `store` must record ("none" for the frozen backbone alone)."""
     if store is None:
         return NO_STORE
-    from ddr_search.model.store import read_manifest  # imports torch: only when a store is named
-
     return read_manifest(Path(store)).store_version()
 
 

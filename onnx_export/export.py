@@ -207,8 +207,8 @@ def export_store(
 
     Raises ModuleStoreError for a bad store and ExportError when a graph cannot be produced.
     """
+    from ddr_search.manifest import read_manifest
     from ddr_search.model.encoder import TorchEncoder
-    from ddr_search.model.store import read_manifest
 
     say = progress or (lambda _message: None)
     out = Path(out)
@@ -379,7 +379,7 @@ def _check_target(out: Path) -> None:
 
 def _replace(staging: Path, out: Path) -> None:
     """Swap the finished export in; a reader never sees half an export."""
-    from ddr_search.model.store import replace_directory
+    from ddr_search.manifest import replace_directory
 
     if out.exists():
         _check_target(out)

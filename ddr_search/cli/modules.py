@@ -21,7 +21,7 @@ def modules() -> None:
 def list_modules(store: Path | None, as_json: bool) -> None:
     """List modules: name, kind, version, trainable parameters (and % of the backbone), domains."""
     from ddr_search.factory import default_module_store
-    from ddr_search.model.store import read_manifest
+    from ddr_search.manifest import read_manifest
     from ddr_search.settings import Settings
 
     store = store if store is not None else default_module_store(Settings())

@@ -10,54 +10,27 @@ store/
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ValidationError
 from safetensors.torch import load_file, save_file
 
 from ddr_search.errors import ModuleStoreError
-from ddr_search.model.backbone import Backbone, BackboneInfo
+from ddr_search.manifest import (
+    MANIFEST,
+    MODULES_DIR,
+    ROUTER_FILE,
+    Manifest,
+    ModuleRecord,
+    check_compatible,
+    read_manifest,
+    replace_directory,
+)
+from ddr_search.model.backbone import Backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.prefix import PrefixModule
-
-MANIFEST = "manifest.json"
-MODULES_DIR = "modules"
-ROUTER_FILE = "router.safetensors"
-FORMAT_VERSION = 1
-
-
-class ModuleRecord(BaseModel):
-    name: str
-    kind: str  # "general" | "domain"
-    version: int
-    sha256: str
-    parameters: int
-    created: str
-    notes: dict[str, str | int | float] = {}
-
-
-class Manifest(BaseModel):
-    format_version: int = FORMAT_VERSION
-    backbone: dict[str, str | int]
-    prefix_length: int
-    modules: dict[str, ModuleRecord]
-    router_rows: list[str]
-    domains: dict[str, list[str]]
-
-    def store_version(self) -> str:
-        """Changes whenever any module or the router changes; exports record it."""
-        digest = hashlib.sha256()
-        for name in sorted(self.modules):
-            digest.update(f"{name}:{self.modules[name].sha256};".encode())
-        digest.update(json.dumps(self.router_rows).encode())
-        digest.update(json.dumps(self.domains, sort_keys=True).encode())
-        return digest.hexdigest()[:16]
 
 
 def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -70,16 +43,6 @@ def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def module_tensors(module: PrefixModule) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous().clone() for name, p in module.named_parameters()}
-
-
-def read_manifest(path: Path) -> Manifest:
-    file = Path(path) / MANIFEST
-    if not file.exists():
-        raise ModuleStoreError(f"{path} is not a module store (no {MANIFEST})")
-    try:
-        return Manifest.model_validate_json(file.read_text())
-    except ValidationError as e:
-        raise ModuleStoreError(f"{file}: invalid manifest: {e}") from e
 
 
 def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int | float]] | None = None) -> Manifest:
@@ -131,35 +94,6 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
     (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     replace_directory(staging, path)
     return manifest
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Swap a finished folder in by renames, so a reader sees the old folder or the new one, never half."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-
-
-def check_compatible(manifest: Manifest, backbone: BackboneInfo, prefix_length: int | None, where: Path) -> None:
-    """Refuse a store made for other weights or another prefix length, saying which and why."""
-    recorded = manifest.backbone
-    if recorded.get("fingerprint") != backbone.fingerprint:
-        raise ModuleStoreError(
-            f"module store {where} was trained on backbone {recorded.get('name')!r} "
-            f"(fingerprint {str(recorded.get('fingerprint'))[:12]}), but the loaded backbone is {backbone.name!r} "
-            f"(fingerprint {backbone.fingerprint[:12]}): prefixes only work on the weights they were trained "
-            "on. Pass the matching --backbone, or retrain the modules."
-        )
-    if prefix_length is not None and prefix_length != manifest.prefix_length:
-        raise ModuleStoreError(
-            f"module store {where} holds prefixes of length {manifest.prefix_length}, but length "
-            f"{prefix_length} was requested: use --prefix-length {manifest.prefix_length} or a new store."
-        )
 
 
 def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None) -> DDRModel:

@@ -182,3 +182,27 @@ def test_cli_filters_reach_the_search(tmp_path: Path) -> None:
     assert sorted(h["id"] for h in json.loads(result.stdout)) == ["d2021"]
     bad = CliRunner().invoke(cli, ["search", "court", "--mode", "bm25", "--filter", "year~2020"], env=env)
     assert bad.exit_code == 1 and "--filter 'year~2020': write key=value" in bad.stderr
+
+
+def test_a_store_trained_under_ddr_home_is_the_one_search_uses_next(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    from ddr_search.factory import PRETRAINED_DIR, default_module_store
+
+    home = tmp_path / "home"
+    assert default_module_store(Settings(home=home)) == PRETRAINED_DIR
+    shutil.copytree(PRETRAINED_DIR, home / "modules")  # what `ddr-search train domain` writes by default
+    with caplog.at_level("WARNING"):
+        assert default_module_store(Settings(home=home)) == home / "modules"
+    assert "using the module store trained under DDR_HOME" in caplog.text
+    assert default_module_store(Settings(home=home, modules=PRETRAINED_DIR)) == PRETRAINED_DIR
+
+
+def test_an_unknown_domain_fails_before_the_model_loads(tmp_path: Path) -> None:
+    from ddr_search.errors import UnknownModuleError
+
+    client = DDRSearch(Settings(home=tmp_path / "home"))
+    with pytest.raises(UnknownModuleError, match="unknown domain 'astrology'"):
+        client.search("stars", domain="astrology")
+    assert client._encoder is None

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from ddr_search.errors import ModuleStoreError
+from ddr_search.manifest import read_manifest
 from ddr_search.model.backbone import load_backbone, packaged_backbone_path
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder
-from ddr_search.model.store import load_store, read_manifest, save_store
+from ddr_search.model.store import load_store, save_store
 from ddr_search.types import RoutingMode
 from tests.model.test_prefix_invariants import perturb
 

@@ -49,3 +49,22 @@ def test_explicit_missing_export_is_an_error(tmp_path):
 
     with pytest.raises(ExportError, match="holds no ONNX export"):
         build_encoder(Settings(home=tmp_path, onnx_dir=tmp_path / "nothing"))
+
+
+def test_loading_and_querying_an_onnx_export_leaves_torch_out(export_dir, store) -> None:
+    """The ONNX Runtime query path (manifest, routing, encoders) needs no torch: a process that loads an
+    export and encodes a query and a passage never imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from onnx_export.runtime import OrtEncoder\n"
+        f"encoder = OrtEncoder.load({str(export_dir)!r}, store={str(store)!r}, query_threads=1, passage_threads=1)\n"
+        "encoder.encode_queries(['fraud limitations'])\n"
+        "encoder.encode_passages(['The statute of limitations for fraud.'])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

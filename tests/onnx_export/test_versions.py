@@ -35,7 +35,7 @@ def test_changed_modules_give_new_checksums_and_the_old_export_is_refused(tiny_b
 
 
 def test_session_export_manifest_is_complete(export_dir, store):
-    from ddr_search.model.store import read_manifest
+    from ddr_search.manifest import read_manifest
 
     manifest = read_export_manifest(export_dir)
     assert manifest.store_version == read_manifest(store).store_version()

@@ -111,7 +111,7 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
     _, result = train_domain("new", store, out, config, corpus=docs, cache_dir=tmp_path / "cache")
     after = (out / "manifest.json").read_text()
     assert "new" in after and result.steps == 3
-    from ddr_search.model.store import read_manifest
+    from ddr_search.manifest import read_manifest
 
     new_manifest = read_manifest(out)
     for name in ("general", "old"):
