@@ -214,6 +214,9 @@ def filtered_latency(dimension: int, work: Path, n: int = 100_000, queries: int 
     rare = np.flatnonzero(langs == "rare")
     filters = parse_filters({"lang": "rare"})
     plain_ms, filtered_ms, recalls = [], [], []
+    t0 = time.perf_counter()
+    store.dense_search(matrix[0], 10, filters=filters)  # the first use: SQLite evaluates the filter
+    first_ms = (time.perf_counter() - t0) * 1000
     for _ in range(queries):
         query = rng.standard_normal(dimension).astype(np.float32)
         query /= np.linalg.norm(query)
@@ -226,7 +229,7 @@ def filtered_latency(dimension: int, work: Path, n: int = 100_000, queries: int 
         exact = {f"s{j}" for j in rare[np.argsort(-(matrix[rare] @ query))[:10]]}
         recalls.append(len(exact & {i for i, _ in got}) / 10)
     store.close()
-    return {"documents": n, "matching": len(rare), "write_s": write_s,
+    return {"documents": n, "matching": len(rare), "write_s": write_s, "first_filtered_ms": first_ms,
             "unfiltered_p50_ms": float(np.percentile(plain_ms, 50)),
             "filtered_p50_ms": float(np.percentile(filtered_ms, 50)), "filtered_recall@10": float(np.mean(recalls))}
 
@@ -330,7 +333,10 @@ def write_reports(report: dict[str, object]) -> None:
     lines += ["", heading, "",
               "| search | p50 ms |", "|---|---|",
               f"| dense top-10, no filter | {f['unfiltered_p50_ms']:.1f} |",
-              f"| dense top-10, `lang = rare` (applied before top-k) | {f['filtered_p50_ms']:.1f} |", "",
+              f"| dense top-10, `lang = rare`, first use (SQLite evaluates the filter) | "
+              f"{f['first_filtered_ms']:.1f} |",
+              f"| dense top-10, `lang = rare`, later queries (the row mask is cached per snapshot) | "
+              f"{f['filtered_p50_ms']:.1f} |", "",
               f"Filtered recall@10 against an exact scan of the matching documents: {f['filtered_recall@10']:.3f}."]
     (REPORTS / "clusters.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

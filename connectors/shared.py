@@ -7,6 +7,8 @@ One home, so that both engines index the same tokens as the embedded store and n
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ddr_search.errors import ConfigError
@@ -78,3 +80,83 @@ def filter_clauses(domain: str | None, filters: Filters = ()) -> list[dict[str, 
     """`term` on `domain`, then the metadata conditions (ddr_search.filters), as query DSL clauses."""
     clauses: list[dict[str, Any]] = [{"term": {"domain": domain}}] if domain is not None else []
     return clauses + query_clauses(filters)
+
+
+def document_mappings(dimension: int, vector: dict[str, Any]) -> dict[str, Any]:
+    """The mapping both engines give a version index, around their own `vector` field mapping: strict top
+    level (a typo'd field is an error, not a new field), free-form `metadata` whose strings are exact values
+    to filter on (keyword, not prose), title + text copied into the one BM25 field."""
+    if dimension <= 0:
+        raise ConfigError(f"vector dimension must be positive, got {dimension}")
+    text = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
+    return {
+        "dynamic": "strict",
+        "dynamic_templates": [
+            {
+                "metadata_strings": {
+                    "path_match": "metadata.*",
+                    "match_mapping_type": "string",
+                    "mapping": {"type": "keyword", "ignore_above": 1024},
+                }
+            }
+        ],
+        "properties": {
+            "title": text,
+            "text": text,
+            PASSAGE_FIELD: {"type": "text", "analyzer": ANALYZER},
+            "domain": {"type": "keyword"},
+            "encoder_version": {"type": "keyword"},
+            "metadata": {"type": "object", "dynamic": True},
+            VECTOR_FIELD: vector,
+        },
+    }
+
+
+@dataclass
+class ReindexReport:
+    """What `ddr-search reindex` did on a cluster."""
+
+    alias: str
+    old_indices: list[str]
+    new_index: str
+    documents: int
+    switched: bool
+    deleted_old: bool = False
+    note: str = ""
+
+
+def domain_counts(search: Callable[[dict[str, Any]], Mapping[str, Any]]) -> dict[str, int]:
+    """Documents per domain, paged with a composite aggregation (a plain terms agg would cap the list).
+    `search` runs one aggregation body and returns its `aggregations.domains` result."""
+    counts: dict[str, int] = {}
+    after: dict[str, Any] | None = None
+    while True:
+        composite: dict[str, Any] = {"size": 1000, "sources": [{"domain": {"terms": {"field": "domain"}}}]}
+        if after:
+            composite["after"] = after
+        agg = search({"domains": {"composite": composite}})
+        for bucket in agg["buckets"]:
+            counts[str(bucket["key"]["domain"])] = int(bucket["doc_count"])
+        after = agg.get("after_key")
+        if not after or not agg["buckets"]:
+            return counts
+
+
+def describe_status(status: int, body: object, fallback: str) -> str:
+    """An engine's error answer as one line: status, type and reason, never the request (headers hold the
+    credentials); 401 / 403 say what to check."""
+    if status == 401:
+        return f"{status} unauthorized: the cluster rejected the credentials (check username/password or key)"
+    if status == 403:
+        return f"{status} forbidden: the user lacks a permission this operation needs"
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return f"{status} {fallback}"
+    root = (err.get("root_cause") or [err])[0]
+    text = f"{status} {root.get('type', fallback)}: {root.get('reason', '')}".strip()
+    cause = err.get("caused_by")
+    if isinstance(cause, dict) and cause.get("reason") and cause.get("reason") not in text:
+        text += f" ({cause['reason']})"
+    if root.get("type") == "index_not_found_exception":
+        text += " (run `ddr-search setup` first?)"
+    return text

@@ -14,6 +14,7 @@ from connectors import shared
 from connectors.elasticsearch import schema
 from connectors.elasticsearch.backend import ClusterInfo, ElasticsearchBackend
 from connectors.elasticsearch.client import MISSING_ANALYSIS, wrapped
+from connectors.shared import ReindexReport
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.indexing import embed_and_index
 from ddr_search.settings import ElasticsearchSettings
@@ -30,17 +31,6 @@ class SetupReport:
     alias: str
     actions: list[str] = field(default_factory=list)  # what changed; empty when everything was in place
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ReindexReport:
-    alias: str
-    old_indices: list[str]
-    new_index: str
-    documents: int
-    switched: bool
-    deleted_old: bool = False
-    note: str = ""
 
 
 def _analysis_refused(e: BackendError, settings: ElasticsearchSettings) -> BackendError:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from connectors.elasticsearch.client import build_client, redact_url, wrapped
 from connectors.elasticsearch.schema import dot_product_score_to_inner_product
-from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD, filter_clauses
+from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD, domain_counts, filter_clauses
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, fuse
@@ -266,21 +266,8 @@ class ElasticsearchBackend:
         return int(self._call("count", self.client.count, index=self.alias, query=query)["count"])
 
     def domain_counts(self) -> dict[str, int]:
-        """Every domain, paged with a composite aggregation (a plain terms agg would cap the list)."""
-        counts: dict[str, int] = {}
-        after: dict[str, Any] | None = None
-        while True:
-            composite: dict[str, Any] = {"size": 1000, "sources": [{"domain": {"terms": {"field": "domain"}}}]}
-            if after:
-                composite["after"] = after
-            response = self._call("search", self.client.search, index=self.alias, size=0,
-                                  aggregations={"domains": {"composite": composite}})
-            agg = response["aggregations"]["domains"]
-            for bucket in agg["buckets"]:
-                counts[str(bucket["key"]["domain"])] = int(bucket["doc_count"])
-            after = agg.get("after_key")
-            if not after or not agg["buckets"]:
-                return counts
+        return domain_counts(lambda aggs: self._call(
+            "search", self.client.search, index=self.alias, size=0, aggregations=aggs)["aggregations"]["domains"])
 
     def indices(self) -> list[str]:
         """The version indices (`<alias>-v*`) the alias points at; empty when the alias does not exist."""

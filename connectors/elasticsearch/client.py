@@ -16,6 +16,7 @@ from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import ConnectionTimeout as EsConnectionTimeout
 from elasticsearch import SSLError as EsSSLError
 
+from connectors.shared import describe_status
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.settings import ElasticsearchSettings
 
@@ -74,20 +75,7 @@ def describe_error(e: Exception) -> str:
     if isinstance(e, EsConnectionError):
         return "connection failed (is the cluster up and the URL right?)"
     if isinstance(e, ApiError):
-        status = e.meta.status
-        if status == 401:
-            return "401 unauthorized: the cluster rejected the credentials (check username/password or API key)"
-        if status == 403:
-            return "403 forbidden: the user lacks a privilege this operation needs"
-        body = e.body if isinstance(e.body, dict) else {}
-        err = body.get("error")
-        if isinstance(err, dict):
-            root = (err.get("root_cause") or [err])[0]
-            text = f"{status} {root.get('type', 'error')}: {root.get('reason', '')}".strip()
-            if root.get("type") == "index_not_found_exception":
-                text += " (run `ddr-search setup` first?)"
-            return text
-        return f"{status} {e.message}"
+        return describe_status(e.meta.status, e.body, e.message)
     return type(e).__name__
 
 

@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.shared import (
-    ANALYZER,
-    BM25_B,
-    BM25_K1,
-    PASSAGE_FIELD,
-    VECTOR_FIELD,
-    english_analysis,
-    english_stopwords,
-)
-from ddr_search.errors import ConfigError
+from connectors.shared import ANALYZER, BM25_B, BM25_K1, document_mappings, english_analysis, english_stopwords
 from ddr_search.settings import ElasticsearchSettings
 
 TEMPLATE_PRIORITY = 200
@@ -45,42 +36,15 @@ def index_settings(settings: ElasticsearchSettings) -> dict[str, Any]:
 
 
 def mappings(settings: ElasticsearchSettings, dimension: int) -> dict[str, Any]:
-    """Strict top level; free-form `metadata` (strings as keywords); an HNSW `dense_vector` of float32
-    (`index_options.type: hnsw`, not the int8 default of 8.14+, so scores equal exact inner products)."""
-    if dimension <= 0:
-        raise ConfigError(f"vector dimension must be positive, got {dimension}")
-    text = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
-    return {
-        "dynamic": "strict",
-        "dynamic_templates": [
-            {
-                "metadata_strings": {
-                    "path_match": "metadata.*",
-                    "match_mapping_type": "string",
-                    "mapping": {"type": "keyword", "ignore_above": 1024},
-                }
-            }
-        ],
-        "properties": {
-            "title": text,
-            "text": text,
-            PASSAGE_FIELD: {"type": "text", "analyzer": ANALYZER},
-            "domain": {"type": "keyword"},
-            "encoder_version": {"type": "keyword"},
-            "metadata": {"type": "object", "dynamic": True},
-            VECTOR_FIELD: {
-                "type": "dense_vector",
-                "dims": dimension,
-                "index": True,
-                "similarity": "dot_product",
-                "index_options": {
-                    "type": "hnsw",
-                    "m": settings.hnsw_m,
-                    "ef_construction": settings.hnsw_ef_construction,
-                },
-            },
-        },
-    }
+    """The shared document mapping with an HNSW `dense_vector` of float32 (`index_options.type: hnsw`, not the
+    int8 default of 8.14+, so scores equal exact inner products; `dot_product` for normalised vectors)."""
+    return document_mappings(dimension, {
+        "type": "dense_vector",
+        "dims": dimension,
+        "index": True,
+        "similarity": "dot_product",
+        "index_options": {"type": "hnsw", "m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
+    })
 
 
 def index_template(settings: ElasticsearchSettings, dimension: int) -> dict[str, Any]:

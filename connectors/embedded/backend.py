@@ -75,8 +75,10 @@ class EmbeddedBackend:
         return snapshot.dense_search(vector, k, domain, self._allowed(snapshot, filters))
 
     def _allowed(self, snapshot: snapshots.Snapshot, filters: Filters) -> np.ndarray | None:
-        """The rows whose metadata passes `filters` (SQLite decides), applied before top-k."""
-        return snapshot.rows_of(self.store.ids_matching(filters)) if filters else None
+        """The rows whose metadata passes `filters` (SQLite decides; cached per snapshot), applied before top-k."""
+        if not filters:
+            return None
+        return snapshot.filter_mask(filters, lambda: self.store.ids_matching(filters))
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         return self.store.get(ids)

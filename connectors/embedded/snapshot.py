@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ LOCK_FILE = ".lock"
 VECTORS = "vectors.npy"
 IDS = "ids.npy"
 DOMAINS = "domains.npy"
+FILTER_CACHE = 64  # distinct metadata filters whose row masks a snapshot keeps
 INFO = "snapshot.json"
 BM25_DIR = "bm25"
 NO_DOMAIN = -1
@@ -50,6 +52,7 @@ class Snapshot:
     bm25: BM25Index
     _masks: dict[str, np.ndarray] = field(default_factory=dict)
     _rows: dict[str, int] | None = None  # id -> row, built on the first filtered search
+    _filter_masks: OrderedDict[object, np.ndarray] = field(default_factory=OrderedDict)  # filters -> rows, LRU
     _coarse: Callable[[np.ndarray], np.ndarray] | None = None  # built on first large dense search
 
     def __len__(self) -> int:
@@ -63,6 +66,19 @@ class Snapshot:
             code = self.domain_names.index(domain) if domain in self.domain_names else -2
             self._masks[domain] = self.domain_codes == code
         return self._masks[domain]
+
+    def filter_mask(self, filters: object, matching: Callable[[], Sequence[str]]) -> np.ndarray:
+        """The rows passing `filters` (hashable), from `matching()` ids on first use, then from a small LRU
+        cache: a snapshot is one generation, so the cache can never be stale."""
+        mask = self._filter_masks.get(filters)
+        if mask is None:
+            mask = self.rows_of(matching())
+            self._filter_masks[filters] = mask
+            while len(self._filter_masks) > FILTER_CACHE:
+                self._filter_masks.popitem(last=False)
+        else:
+            self._filter_masks.move_to_end(filters)
+        return mask
 
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:
         """A row mask of `ids` (a metadata filter's matches; ids not in this generation are left out)."""

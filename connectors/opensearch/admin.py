@@ -15,6 +15,7 @@ from connectors.opensearch import schema
 from connectors.opensearch.backend import OpenSearchBackend
 from connectors.opensearch.client import wrapped
 from connectors.opensearch.features import ClusterFeatures
+from connectors.shared import ReindexReport
 from ddr_search.errors import BackendError
 from ddr_search.fusion import FusionConfig, Technique
 from ddr_search.indexing import embed_and_index
@@ -33,17 +34,6 @@ class SetupReport:
     actions: list[str] = field(default_factory=list)  # what changed; empty when everything was in place
     pipelines: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ReindexReport:
-    alias: str
-    old_indices: list[str]
-    new_index: str
-    documents: int
-    switched: bool
-    deleted_old: bool = False
-    note: str = ""
 
 
 def default_fusion_configs(weights: Sequence[float]) -> list[FusionConfig]:

@@ -460,20 +460,8 @@ class OpenSearchBackend:
         return int(self._call("count", self.client.count, index=self.alias, body=body)["count"])
 
     def domain_counts(self) -> dict[str, int]:
-        """Every domain, paged with a composite aggregation (a plain terms agg would cap the list)."""
-        counts: dict[str, int] = {}
-        after: dict[str, Any] | None = None
-        while True:
-            composite: dict[str, Any] = {"size": 1000, "sources": [{"domain": {"terms": {"field": "domain"}}}]}
-            if after:
-                composite["after"] = after
-            body = {"size": 0, "aggs": {"domains": {"composite": composite}}}
-            agg = self._call("search", self.client.search, index=self.alias, body=body)["aggregations"]["domains"]
-            for bucket in agg["buckets"]:
-                counts[str(bucket["key"]["domain"])] = int(bucket["doc_count"])
-            after = agg.get("after_key")
-            if not after or not agg["buckets"]:
-                return counts
+        return shared.domain_counts(lambda aggs: self._call(
+            "search", self.client.search, index=self.alias, body={"size": 0, "aggs": aggs})["aggregations"]["domains"])
 
     def indices(self) -> list[str]:
         """The version indices (`<alias>-v*`) the alias points at; empty when the alias does not exist.

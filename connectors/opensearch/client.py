@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
+from connectors.shared import describe_status
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.settings import OpenSearchSettings
 
@@ -122,20 +123,7 @@ def describe_error(e: Exception) -> str:
     if isinstance(e, os_errors.ConnectionError):
         return "connection failed (is the cluster up and the URL right?)"
     if isinstance(e, os_errors.TransportError):
-        status = e.status_code
-        if status == 401:
-            return "401 unauthorized: the cluster rejected the credentials (check username/password or AWS keys)"
-        if status == 403:
-            return "403 forbidden: the user lacks a permission this operation needs"
-        info = e.info if isinstance(e.info, dict) else {}
-        err = info.get("error") if isinstance(info, dict) else None
-        if isinstance(err, dict):
-            root = (err.get("root_cause") or [err])[0]
-            text = f"{status} {root.get('type', e.error)}: {root.get('reason', '')}".strip()
-            if root.get("type") == "index_not_found_exception":
-                text += " (run `ddr-search setup` first?)"
-            return text
-        return f"{status} {e.error}"
+        return describe_status(e.status_code, e.info, str(e.error))
     return type(e).__name__
 
 

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.shared import (
-    ANALYZER,
-    BM25_B,
-    BM25_K1,
-    PASSAGE_FIELD,
-    VECTOR_FIELD,
-    english_analysis,
-)
-from ddr_search.errors import ConfigError
+from connectors.shared import BM25_B, BM25_K1, document_mappings, english_analysis
 from ddr_search.fusion import FusionConfig, Technique
 from ddr_search.settings import OpenSearchSettings
 
@@ -37,41 +29,17 @@ def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
 
 
 def mappings(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
-    """Strict top level (a typo'd field is an error, not a new field); free-form `metadata` object."""
-    if dimension <= 0:
-        raise ConfigError(f"vector dimension must be positive, got {dimension}")
-    text = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
-    return {
-        "dynamic": "strict",
-        # metadata strings are exact values to filter on (`term`), not prose: keyword, not text
-        "dynamic_templates": [
-            {
-                "metadata_strings": {
-                    "path_match": "metadata.*",
-                    "match_mapping_type": "string",
-                    "mapping": {"type": "keyword", "ignore_above": 1024},
-                }
-            }
-        ],
-        "properties": {
-            "title": text,
-            "text": text,
-            PASSAGE_FIELD: {"type": "text", "analyzer": ANALYZER},
-            "domain": {"type": "keyword"},
-            "encoder_version": {"type": "keyword"},
-            "metadata": {"type": "object", "dynamic": True},
-            VECTOR_FIELD: {
-                "type": "knn_vector",
-                "dimension": dimension,
-                "method": {
-                    "name": "hnsw",
-                    "space_type": "innerproduct",
-                    "engine": settings.knn_engine,
-                    "parameters": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
-                },
-            },
+    """The shared document mapping with a `knn_vector` (HNSW, inner product, the configured engine)."""
+    return document_mappings(dimension, {
+        "type": "knn_vector",
+        "dimension": dimension,
+        "method": {
+            "name": "hnsw",
+            "space_type": "innerproduct",
+            "engine": settings.knn_engine,
+            "parameters": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
         },
-    }
+    })
 
 
 def index_template(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:

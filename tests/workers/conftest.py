@@ -23,7 +23,7 @@ AMQP_URL = os.environ.get("DDR_TEST_AMQP_URL", "amqp://guest:guest@localhost:567
 DDR_SEARCH = Path(sys.executable).parent / "ddr-search"
 
 
-def _reachable(port: int) -> bool:
+def reachable(port: int) -> bool:
     try:
         with socket.create_connection(("localhost", port), timeout=1):
             return True
@@ -33,14 +33,14 @@ def _reachable(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    if not _reachable(6379):
+    if not reachable(6379):
         service_missing("Redis is not running on localhost:6379")
     return REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
-    if not _reachable(5672):
+    if not reachable(5672):
         service_missing("RabbitMQ is not running on localhost:5672")
     return AMQP_URL
 

@@ -150,7 +150,7 @@ def test_the_role_is_refused_everything_else_in_one_line(es_target: EsTarget) ->
     if es_target.name not in NODES:
         pytest.skip("the test nodes' file-realm user")
     client = build_client(es_target.settings)
-    with pytest.raises(BackendError, match="403 forbidden: the user lacks a privilege"), \
+    with pytest.raises(BackendError, match="403 forbidden: the user lacks a permission"), \
             wrapped("create index", es_target.settings.url):
         client.indices.create(index="not-ddr-index")
 
@@ -196,3 +196,47 @@ def test_the_client_and_the_cli_run_on_elasticsearch_through_the_settings(es_tar
         hits = ddr.search("vitamin", domain="medical", k=2)
         assert hits and all(h.domain == "medical" for h in hits)
     assert np.isfinite([h.score for h in hits]).all()
+
+
+@pytest.mark.slow
+def test_a_real_worker_ingests_into_elasticsearch(es_target: EsTarget, tmp_path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Celery workers write to Elasticsearch unchanged: a real `ddr-search worker` embeds a job into it."""
+    import uuid
+
+    from ddr_search.data.documents import read_documents
+    from ddr_search.factory import build_celery_app, build_encoder, build_job_store
+    from ddr_search.settings import Settings
+    from tests.conftest import service_missing
+    from tests.workers.conftest import REDIS_URL, WorkerProcess, delete_queue, reachable, worker_env, write_corpus
+    from workers.ingest import wait
+
+    if not reachable(6379):
+        service_missing("Redis is not running on localhost:6379")
+    s = es_target.settings
+    queue = f"ddr-test-es-{uuid.uuid4().hex[:8]}"
+    env = worker_env(tmp_path / "home", REDIS_URL, queue, DDR_ELASTICSEARCH__URL=str(s.url),
+                     DDR_ELASTICSEARCH__USERNAME=str(s.username),
+                     DDR_ELASTICSEARCH__PASSWORD=s.password.get_secret_value() if s.password else "",
+                     DDR_ELASTICSEARCH__INDEX=s.index, DDR_ELASTICSEARCH__ANALYZER=s.analyzer,
+                     DDR_ELASTICSEARCH__REPLICAS=str(s.replicas))
+    for key, value in env.items():
+        if key.startswith("DDR_"):
+            monkeypatch.setenv(key, value)
+    ids = write_corpus(tmp_path / "corpus.jsonl", 60)
+    settings = Settings()
+    encoder = build_encoder(settings)
+    backend = es_target.ready(encoder.dimension, encoder.version)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.wait_ready()
+        from workers.ingest import submit
+
+        jobs = build_job_store(settings)
+        job = submit(build_celery_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
+        status = wait(jobs, job, progress=False, timeout_s=300)
+    finally:
+        worker.stop()
+        delete_queue(REDIS_URL, queue)
+    assert (status.state.value, status.indexed, status.failures) == ("done", 60, {})
+    assert backend.count() == 60 and sorted(backend.get(ids)) == sorted(ids)  # refreshed by the worker

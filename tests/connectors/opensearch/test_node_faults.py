@@ -6,7 +6,6 @@ thread with a queue of one), started here and stopped at the end, since these te
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -105,14 +104,6 @@ def test_node_down_at_search_time_is_one_clear_error_within_the_timeout(target: 
     assert backend.count() == 10  # acknowledged writes survive the kill
 
 
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("localhost", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def test_sigkilled_node_during_a_worker_ingest_loses_and_duplicates_nothing(target: Target, tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A real `ddr-search worker` writes to the node; the node dies mid-job and comes back on the same port:
@@ -122,10 +113,10 @@ def test_sigkilled_node_during_a_worker_ingest_loses_and_duplicates_nothing(targ
     from ddr_search.factory import build_celery_app, build_job_store
     from ddr_search.settings import Settings
     from tests.conftest import service_missing
-    from tests.workers.conftest import REDIS_URL, WorkerProcess, delete_queue, worker_env, write_corpus
+    from tests.workers.conftest import REDIS_URL, WorkerProcess, delete_queue, reachable, worker_env, write_corpus
     from workers.ingest import submit, wait
 
-    if not _reachable(6379):
+    if not reachable(6379):
         service_missing("Redis is not running on localhost:6379")
     queue = f"ddr-test-nodekill-{uuid.uuid4().hex[:8]}"
     env = worker_env(tmp_path / "home", REDIS_URL, queue, DDR_OPENSEARCH__URL=str(target.settings.url),
