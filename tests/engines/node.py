@@ -313,11 +313,20 @@ def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def _ours(pid: int) -> bool:
+    """The pid still runs one of our nodes (a state file left by a dead machine may name a reused pid)."""
+    try:
+        return str(ENGINES_HOME) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
 def stop(name: str) -> None:
     path = state_file(name)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    stop_pid(int(record["pid"]))
+    if _ours(int(record["pid"])):
+        stop_pid(int(record["pid"]))
     path.unlink(missing_ok=True)
