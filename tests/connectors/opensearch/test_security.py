@@ -135,3 +135,43 @@ def test_a_wrong_password_is_one_clear_line_without_the_secret(admin_settings: O
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "401 unauthorized" in lines[0], result.output
     assert secret not in result.output
+
+
+@pytest.mark.slow
+def test_the_documented_role_ingests_through_a_real_worker(least_privileged: Target, tmp_path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `ddr-search worker` holding only the role's credentials (TLS verified with the node's CA) embeds a
+    job into the secured node."""
+    from ddr_search.data.documents import read_documents
+    from ddr_search.factory import build_celery_app, build_encoder, build_job_store
+    from ddr_search.settings import Settings
+    from tests.workers.conftest import REDIS_URL, WorkerProcess, delete_queue, reachable, worker_env, write_corpus
+    from workers.ingest import submit, wait
+
+    if not reachable(6379):
+        service_missing("Redis is not running on localhost:6379")
+    s = least_privileged.settings
+    queue = f"ddr-test-secure-{uuid.uuid4().hex[:8]}"
+    env = worker_env(tmp_path / "home", REDIS_URL, queue, DDR_OPENSEARCH__URL=str(s.url),
+                     DDR_OPENSEARCH__USERNAME=str(s.username), DDR_OPENSEARCH__PASSWORD=s.password.get_secret_value(),
+                     DDR_OPENSEARCH__CA_FILE=str(s.ca_file), DDR_OPENSEARCH__INDEX=s.index,
+                     DDR_OPENSEARCH__KNN_ENGINE="lucene", DDR_OPENSEARCH__REPLICAS="0")
+    for key, value in env.items():
+        if key.startswith("DDR_"):
+            monkeypatch.setenv(key, value)
+    ids = write_corpus(tmp_path / "corpus.jsonl", 40)
+    settings = Settings()
+    encoder = build_encoder(settings)
+    backend = least_privileged.backend(encoder.dimension)
+    admin.setup(backend, s, dimension=encoder.dimension, encoder_version=encoder.version)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.wait_ready()
+        jobs = build_job_store(settings)
+        job = submit(build_celery_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
+        status = wait(jobs, job, progress=False, timeout_s=300)
+    finally:
+        worker.stop()
+        delete_queue(REDIS_URL, queue)
+    assert (status.state.value, status.indexed, status.failures) == ("done", 40, {})
+    assert backend.count() == 40 and sorted(backend.get(ids)) == sorted(ids)
