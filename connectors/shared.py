@@ -160,3 +160,15 @@ def describe_status(status: int, body: object, fallback: str) -> str:
     if root.get("type") == "index_not_found_exception":
         text += " (run `ddr-search setup` first?)"
     return text
+
+
+def item_reason(info: Mapping[str, Any]) -> str:
+    """A bulk item's (or a failed sub-search's) error as `type: reason (cause)`."""
+    error = info.get("error")
+    if not isinstance(error, dict):
+        return f"status {info.get('status')}: {error}"
+    text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+    cause = error.get("caused_by")
+    if isinstance(cause, dict) and cause.get("reason"):
+        text += f" ({cause.get('reason')})"
+    return text

@@ -235,9 +235,7 @@ class DDRSearch:
         """Document counts per domain plus what the backend reports about itself."""
         backend = self.backend
         out: dict[str, object] = {"documents": backend.count(), "domains": backend.domain_counts()}
-        describe = getattr(backend, "describe", None)
-        if callable(describe):
-            out.update(describe())
+        out.update(backend.describe())
         return out
 
     def close(self) -> None:
@@ -256,8 +254,7 @@ class DDRSearch:
         if self._checked_version:
             return
         self._checked_version = True
-        describe = getattr(self.backend, "describe", None)
-        versions = describe().get("encoder_versions", {}) if callable(describe) else {}
+        versions = self.backend.describe().get("encoder_versions", {})
         stale = {v: n for v, n in dict(versions).items() if v != encoder.version}
         if stale:
             log.warning(

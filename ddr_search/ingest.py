@@ -107,9 +107,7 @@ def _index(
             f"interrupted: {done} of {total} documents are stored (every finished batch is committed). "
             "Run the same ingest again to finish: documents stored already are not encoded again"
         ) from None
-    refresh = getattr(backend, "refresh", None)  # build search caches now, not on the first query
-    if callable(refresh):
-        refresh()
+    backend.refresh()  # searchable now (the embedded store builds its caches here, not on the first query)
     return done
 
 

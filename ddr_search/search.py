@@ -15,7 +15,7 @@ from ddr_search.errors import InputError, UnknownModuleError
 from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, Technique, fuse
 from ddr_search.settings import SearchSettings
-from ddr_search.types import Backend, Encoder, Hit, RoutingMode, ScoredIds, SearchMode
+from ddr_search.types import Backend, Encoder, Hit, HybridBackend, RoutingMode, ScoredIds, SearchMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ def search(
     bm25: ScoredIds = []
     # A backend that fuses on its side (OpenSearch: native `hybrid` query + pipeline, or one `_msearch`)
     # answers hybrid queries in one round trip with the same formulas as `fuse` below.
-    backend_hybrid = getattr(backend, "hybrid_search", None) if mode is SearchMode.HYBRID else None
+    backend_hybrid = backend.hybrid_search if mode is SearchMode.HYBRID and isinstance(backend, HybridBackend) else None
     config = fusion or fusion_config(settings)
     with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
         if mode is not SearchMode.BM25:

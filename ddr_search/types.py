@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ddr_search.errors import InputError
 from ddr_search.filters import Filters
+
+if TYPE_CHECKING:
+    from ddr_search.fusion import Fused, FusionConfig
 
 Vectors = NDArray[np.float32]
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
@@ -127,7 +130,8 @@ ScoredIds = list[tuple[str, float]]
 
 @runtime_checkable
 class Backend(Protocol):
-    """A document store with BM25 and exact/ANN inner-product search (embedded SQLite or OpenSearch).
+    """A document store with BM25 and exact/ANN inner-product search (embedded SQLite, OpenSearch,
+    Elasticsearch); tests/contract holds every implementation to this.
 
     Every write is idempotent by document id: writing the same batch twice leaves one copy.
     `domain` restricts a search to documents ingested with that domain.
@@ -158,4 +162,31 @@ class Backend(Protocol):
         """Documents per ingest domain (documents without a domain are not listed)."""
         ...
 
+    def refresh(self) -> None:
+        """Make every write searchable now (an ingest calls it once at the end; writes never wait for it)."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """What `ddr-search stats` shows beyond counts: where the documents live, encoder versions, ..."""
+        ...
+
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class HybridBackend(Protocol):
+    """A backend that answers hybrid queries itself in one round trip (the cluster connectors), with the
+    formulas of `ddr_search.fusion`; the query path fuses two searches itself for the others."""
+
+    def hybrid_search(
+        self,
+        text: str,
+        vector: NDArray[np.float32],
+        k: int,
+        *,
+        domain: str | None = None,
+        config: FusionConfig | None = None,
+        candidates: int = 100,
+        offset: int = 0,
+        filters: Filters = (),
+    ) -> list[Fused]: ...

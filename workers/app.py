@@ -172,9 +172,7 @@ def create_app(settings: Settings, make_encoder: MakeEncoder, make_backend: Make
         try:
             if not parts.jobs().status(job_id).finished:
                 return
-            refresh = getattr(parts.encoder_and_backend()[1], "refresh", None)
-            if callable(refresh):
-                refresh()
+            parts.encoder_and_backend()[1].refresh()
         except TRANSIENT_ERRORS as e:  # the index's own refresh interval makes the documents visible anyway
             log.warning("job %s finished but the final refresh failed: %s", job_id, e)
 

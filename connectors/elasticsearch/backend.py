@@ -18,7 +18,14 @@ from numpy.typing import NDArray
 
 from connectors.elasticsearch.client import build_client, redact_url, wrapped
 from connectors.elasticsearch.schema import dot_product_score_to_inner_product
-from connectors.shared import PASSAGE_FIELD, SOURCE_EXCLUDES, VECTOR_FIELD, domain_counts, filter_clauses
+from connectors.shared import (
+    PASSAGE_FIELD,
+    SOURCE_EXCLUDES,
+    VECTOR_FIELD,
+    domain_counts,
+    filter_clauses,
+    item_reason,
+)
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, fuse
@@ -36,17 +43,6 @@ class ClusterInfo:
 
     def describe(self) -> str:
         return f"elasticsearch {'.'.join(map(str, self.version))}; hybrid: client-side fusion over _msearch"
-
-
-def _reason(info: Mapping[str, Any]) -> str:
-    error = info.get("error")
-    if not isinstance(error, dict):
-        return f"status {info.get('status')}: {error}"
-    text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
-    cause = error.get("caused_by")
-    if isinstance(cause, dict) and cause.get("reason"):
-        text += f" ({cause.get('reason')})"
-    return text
 
 
 def _document(doc_id: str, source: Mapping[str, Any]) -> Document:
@@ -153,7 +149,7 @@ class ElasticsearchBackend:
                 (op, info), = item.items()
                 if op == "delete" and info.get("status") == 404:
                     continue
-                failures[str(info.get("_id"))] = _reason(info)
+                failures[str(info.get("_id"))] = item_reason(info)
         return failures
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -237,7 +233,7 @@ class ElasticsearchBackend:
         for name, sub in zip(("bm25", "knn"), response["responses"], strict=True):
             if "error" in sub:
                 raise BackendError(f"Elasticsearch msearch ({name}) on {redact_url(self.url)}: "
-                                   f"{sub.get('status')} {_reason(sub)}")
+                                   f"{sub.get('status')} {item_reason(sub)}")
             hits = self._hits(sub, f"msearch ({name})")
             to_score = dot_product_score_to_inner_product if name == "knn" else float
             lists.append([(h["_id"], to_score(float(h["_score"]))) for h in hits])

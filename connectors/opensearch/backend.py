@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from opensearchpy import OpenSearch, helpers
-from opensearchpy import exceptions as os_errors
 
 from connectors import shared
-from connectors.opensearch import queries, schema
-from connectors.opensearch.client import build_client, describe_error, redact_url, wrapped
+from connectors.opensearch import queries
+from connectors.opensearch.bulk import RetryPolicy, send_bulk
+from connectors.opensearch.client import build_client, redact_url, wrapped
 from connectors.opensearch.features import ClusterFeatures, detect
-from connectors.shared import filter_clauses
+from connectors.opensearch.hybrid import HybridSearch, knn_score_to_inner_product
+from connectors.shared import filter_clauses, item_reason
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters
-from ddr_search.fusion import Fused, FusionConfig, fuse
 from ddr_search.settings import Settings
 from ddr_search.types import Document, IndexedDocument, ScoredIds
 
@@ -28,36 +26,9 @@ log = logging.getLogger(__name__)
 
 HYBRID_MODES = ("auto", "native", "client")
 EF_SEARCH_SINCE = (2, 16, 0)  # k-NN query `method_parameters.ef_search`
-MULTI_SHARD_NATIVE_SINCE = (3, 5, 0)  # documented per-shard fusion fix; not verifiable here (no neural-search 3.x)
 
 
-def inner_product_to_knn_score(ip: float) -> float:
-    """The faiss innerproduct score OpenSearch reports for an inner product x.y (the k-NN 'Spaces' table)."""
-    d = -ip
-    return 1.0 / (1.0 + d) if d >= 0 else 1.0 - d
-
-
-def knn_score_to_inner_product(score: float) -> float:
-    """Invert the faiss innerproduct score (d = -x.y; score = 1 / (1 + d) if d >= 0 else 1 - d)."""
-    return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
-
-
-def _retryable(status: object) -> bool:
-    return isinstance(status, int) and (status == 429 or 500 <= status < 600)
-
-
-def _reason(info: Mapping[str, Any]) -> str:
-    error = info.get("error")
-    if not isinstance(error, dict):
-        return f"status {info.get('status')}: {error}"
-    text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
-    cause = error.get("caused_by")
-    if isinstance(cause, dict) and cause.get("reason"):
-        text += f" ({cause.get('reason')})"
-    return text
-
-
-class OpenSearchBackend:
+class OpenSearchBackend(HybridSearch):
     """Documents in the index behind `alias` (one `<alias>-v<encoder version>` index at a time).
 
     Writes go to `alias` (or to `index` while `ddr-search reindex` fills a new version); every write is
@@ -173,47 +144,8 @@ class OpenSearchBackend:
                                     dict(failures), len(documents))
 
     def _bulk(self, actions: dict[str, dict[str, Any]], what: str) -> list[tuple[str, str]]:
-        """Send one chunk; retry the whole request on 429/5xx and single items on 429/5xx, with backoff.
-
-        Returns (id, reason) for every item that finally failed; nothing is dropped silently.
-        """
-        pending = dict(actions)
-        failures: list[tuple[str, str]] = []
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
-            last = attempt == self.max_retries
-            retry: dict[str, dict[str, Any]] = {}
-            try:
-                for ok, item in helpers.streaming_bulk(
-                    self.client,
-                    list(pending.values()),
-                    chunk_size=len(pending),
-                    max_chunk_bytes=50 * 1024 * 1024,
-                    raise_on_error=False,
-                    yield_ok=False,
-                    refresh=self.refresh_mode,
-                ):
-                    if ok:
-                        continue
-                    (op, info), = item.items()
-                    doc_id = str(info.get("_id"))
-                    if _retryable(info.get("status")) and not last:
-                        retry[doc_id] = pending[doc_id]
-                    elif op == "delete" and info.get("status") == 404:
-                        continue
-                    else:
-                        failures.append((doc_id, _reason(info)))
-            except os_errors.TransportError as e:
-                if isinstance(e, os_errors.ConnectionError) or not _retryable(e.status_code) or last:
-                    raise BackendError(f"OpenSearch {what} on {redact_url(self.url)}: {describe_error(e)}") from e
-                log.warning("%s: %s, retrying (attempt %d)", what, describe_error(e), attempt + 1)
-                continue
-            if not retry:
-                return failures
-            log.warning("%s: %d documents rejected with 429/5xx, retrying (attempt %d)", what, len(retry), attempt + 1)
-            pending = retry
-        return failures
+        policy = RetryPolicy(self.max_retries, self.initial_backoff_s, self.max_backoff_s)
+        return send_bulk(self.client, actions, what, url=self.url, refresh=self.refresh_mode, policy=policy)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete by id; returns how many existed. Missing ids are not an error. Refreshes once at the end,
@@ -251,7 +183,7 @@ class OpenSearchBackend:
         shards = response.get("_shards") or {}
         failed = int(shards.get("failed") or 0)
         if failed or response.get("timed_out"):
-            reasons = {_reason({"error": f.get("reason")}) for f in shards.get("failures") or []}
+            reasons = {item_reason({"error": f.get("reason")}) for f in shards.get("failures") or []}
             why = f"{failed} of {shards.get('total')} shards failed" if failed else "the search timed out"
             detail = f" ({'; '.join(sorted(reasons))[:300]})" if reasons else ""
             raise BackendError(f"OpenSearch {what} on {redact_url(self.url)} returned partial results: {why}{detail}")
@@ -283,145 +215,11 @@ class OpenSearchBackend:
             raise ConfigError(f"k must be in [1, {queries.MAX_K}], got {k}")
         return k
 
-    def hybrid_search(
-        self,
-        text: str,
-        vector: NDArray[np.float32],
-        k: int,
-        *,
-        domain: str | None = None,
-        config: FusionConfig | None = None,
-        candidates: int = 100,
-        offset: int = 0,
-        filters: Filters = (),
-        sub_scores: bool = True,
-    ) -> list[Fused]:
-        """BM25 + kNN fused; results `[offset, offset + k)` of the fused ranking.
-
-        Native `hybrid` query + search pipeline where the cluster has neural-search >= 2.19 (the cluster
-        returns fused scores only; with `sub_scores` one more `_msearch` restricted to the k hits fetches
-        each hit's BM25 score and inner product, else they are None); otherwise both
-        sub-queries in one `_msearch` and `ddr_search.fusion.fuse` over the BM25 and k-NN scores
-        (sub-scores reported: raw BM25, raw x.y).
-        Each sub-query fetches `max(candidates, offset + k)` results either way.
-        """
-        config = config or FusionConfig()
-        depth = self._k(max(candidates, offset + k))
-        clauses = filter_clauses(domain, filters)
-        if self._native(config):
-            return self._native_hybrid(text, vector, k, depth, offset, clauses, config, sub_scores)
-        lists = self._msearch_pair(text, vector, depth, clauses)
-        # Fuse the k-NN *scores*, as the cluster's pipeline does (so native and client-side rank and score
-        # identically), then report the dense sub-score as the raw inner product. For x.y >= 0 the score
-        # is 1 + x.y, an affine map, so min_max / z_score / rrf equal fusing x.y itself (the embedded way).
-        fused = fuse(lists, config, k=offset + k)[offset:]
-        return [
-            Fused(f.id, f.score, (f.sub_scores[0], None if f.sub_scores[1] is None
-                                  else knn_score_to_inner_product(f.sub_scores[1])))
-            for f in fused
-        ]
-
-    def _msearch_pair(
-        self, text: str, vector: NDArray[np.float32], depth: int, clauses: Sequence[dict[str, Any]]
-    ) -> list[ScoredIds]:
-        """BM25 and kNN (scores as the cluster reports them) in one `_msearch` round trip."""
-        body_bm25 = queries.search_body(queries.bm25_query(text, clauses), depth)
-        body_knn = queries.search_body(queries.knn_query(vector, depth, clauses, self._ef_search()), depth)
-        response = self._call(
-            "msearch", self.client.msearch, body=[{"index": self.alias}, body_bm25, {"index": self.alias}, body_knn]
-        )
-        lists: list[ScoredIds] = []
-        for name, sub in zip(("bm25", "knn"), response["responses"], strict=True):
-            if "error" in sub:
-                err = sub["error"]
-                reason = err.get("reason") if isinstance(err, dict) else err
-                where = f"OpenSearch msearch ({name}) on {redact_url(self.url)}"
-                raise BackendError(f"{where}: {sub.get('status')} {reason}")
-            lists.append([(h["_id"], float(h["_score"])) for h in self._complete_hits(sub, f"msearch ({name})")])
-        return lists
-
-    def _native(self, config: FusionConfig) -> bool:
-        """Native `hybrid` where asked for or detected, and only where it ranks as `fuse` does: what the
-        cluster's version can fuse, over a one-shard index (before 3.5 the pipeline normalises and ranks
-        each shard's hits on their own; on a 2-shard 2.19.1 index 7 of 10 test rankings differed)."""
-        if self.hybrid_mode == "client":
-            return False
-        if self.hybrid_mode == "native":
-            return True
-        if not self.features.fuses_natively(config):
-            return False
-        return self.features.version >= MULTI_SHARD_NATIVE_SINCE or self._shards() == 1
-
     def _ef_search(self) -> int | None:
         """The per-query HNSW candidate list, where the cluster takes one (`method_parameters`, 2.16+)."""
         if self.ef_search is None or self.features.plugins is None or self.features.version < EF_SEARCH_SINCE:
             return None
         return self.ef_search
-
-    def _shards(self) -> int:
-        """The most primary shards of any index behind the alias (asked once per backend)."""
-        if self._shard_count is None:
-            response = self._call("GET settings", self.client.indices.get_settings, index=self.alias,
-                                  name="index.number_of_shards")
-            counts = [int(v["settings"]["index"]["number_of_shards"]) for v in response.values()]
-            self._shard_count = max(counts, default=1)
-        return self._shard_count
-
-    def fuses_natively(self, config: FusionConfig) -> bool:
-        """Where `hybrid_search` fuses `config`: the cluster's pipeline (True) or `ddr_search.fusion` here."""
-        return self._native(config)
-
-    def _pipeline_exists(self, name: str) -> bool:
-        if name not in self._pipelines:
-            try:
-                self.client.transport.perform_request("GET", f"/_search/pipeline/{name}")
-                self._pipelines[name] = True
-            except os_errors.NotFoundError:
-                self._pipelines[name] = False
-            except os_errors.TransportError as e:
-                where = f"OpenSearch GET search pipeline on {redact_url(self.url)}"
-                raise BackendError(f"{where}: {describe_error(e)}") from e
-        return self._pipelines[name]
-
-    def _native_hybrid(
-        self,
-        text: str,
-        vector: NDArray[np.float32],
-        k: int,
-        depth: int,
-        offset: int,
-        clauses: list[dict[str, Any]],
-        config: FusionConfig,
-        sub_scores: bool,
-    ) -> list[Fused]:
-        name = schema.pipeline_name(self.alias, config)
-        params: dict[str, Any] = {}
-        inline = None
-        if self._pipeline_exists(name):
-            params["search_pipeline"] = name
-        else:  # a configuration `setup` did not create: a temporary pipeline in the request
-            inline = schema.pipeline_body(config, self.features.version)
-        body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline,
-                                   ef_search=self._ef_search())
-        try:
-            hits = self._search(body, **params)
-        except BackendError as e:
-            # neural-search answers a page past the last fused hit with 400 "Reached end of search result"
-            # where the client-side fusion gives an empty page: so do we.
-            if "Reached end of search result" not in json.dumps(getattr(e.__cause__, "info", None), default=str):
-                raise
-            return []
-        if not hits or not sub_scores:
-            return [Fused(h["_id"], float(h["_score"]), (None, None)) for h in hits]
-        # The cluster returns fused scores only. Each hit's own BM25 score and inner product come from one
-        # more _msearch restricted to these ids (a filter never changes a score): k documents, not `depth`.
-        ids = [h["_id"] for h in hits]
-        restricted = [*clauses, {"ids": {"values": ids}}]
-        bm25, knn = (dict(lst) for lst in self._msearch_pair(text, vector, len(ids), restricted))
-        return [
-            Fused(i, float(h["_score"]), (bm25.get(i), knn_score_to_inner_product(knn[i]) if i in knn else None))
-            for i, h in zip(ids, hits, strict=True)
-        ]
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         if not ids:

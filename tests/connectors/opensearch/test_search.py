@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from connectors.opensearch import admin
-from connectors.opensearch.backend import inner_product_to_knn_score, knn_score_to_inner_product
+from connectors.opensearch.hybrid import inner_product_to_knn_score, knn_score_to_inner_product
 from ddr_search.filters import parse_filters
 from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import Document
