@@ -101,22 +101,39 @@ def main() -> None:
     embedded.refresh()
 
     alias = f"ddr-bench-{uuid.uuid4().hex[:6]}"
-    os_settings = OpenSearchSettings(url=str(os_node["url"]), index=alias, knn_engine="lucene", replicas=0,
-                                     timeout_s=60)
-    es_settings = ElasticsearchSettings(url=str(es_node["url"]), username=str(es_node["username"]),
-                                        password=str(es_node["password"]), index=alias, analyzer="standard",
-                                        replicas=0, timeout_s=60)
+    os_settings = OpenSearchSettings(
+        url=str(os_node["url"]), index=alias, knn_engine="lucene", replicas=0, timeout_s=60
+    )
+    es_settings = ElasticsearchSettings(
+        url=str(es_node["url"]),
+        username=str(es_node["username"]),
+        password=str(es_node["password"]),
+        index=alias,
+        analyzer="standard",
+        replicas=0,
+        timeout_s=60,
+    )
     configs = [FusionConfig(), FusionConfig(Technique.RRF)]
-    os_kwargs = {"alias": alias, "url": os_settings.url, "dimension": encoder.dimension,
-                 "ef_search": os_settings.hnsw_ef_search}
+    os_kwargs = {
+        "alias": alias,
+        "url": os_settings.url,
+        "dimension": encoder.dimension,
+        "ef_search": os_settings.hnsw_ef_search,
+    }
     native = OpenSearchBackend(build_client(os_settings), hybrid="native", **os_kwargs)
     os_client = OpenSearchBackend(build_client(os_settings), hybrid="client", **os_kwargs)
-    es = ElasticsearchBackend(es_client(es_settings), alias=alias, url=es_settings.url, dimension=encoder.dimension,
-                              num_candidates=es_settings.num_candidates)
+    es = ElasticsearchBackend(
+        es_client(es_settings),
+        alias=alias,
+        url=es_settings.url,
+        dimension=encoder.dimension,
+        num_candidates=es_settings.num_candidates,
+    )
     report: dict[str, object] = {}
     try:
-        admin.setup(native, os_settings, dimension=encoder.dimension, encoder_version=encoder.version,
-                    fusion_configs=configs)
+        admin.setup(
+            native, os_settings, dimension=encoder.dimension, encoder_version=encoder.version, fusion_configs=configs
+        )
         es_admin.setup(es, es_settings, dimension=encoder.dimension, encoder_version=encoder.version)
         bulk: dict[str, float] = {}
         for name, backend in (("opensearch", native), ("elasticsearch", es)):
@@ -136,8 +153,7 @@ def main() -> None:
                 for config in configs:
                     mode = f"hybrid {config.technique.value}"
                     if name == "opensearch":  # the native pipeline, as a cluster with neural-search fuses
-                        hits = native.hybrid_search(text, vector, 100, config=config, candidates=100,
-                                                    sub_scores=False)
+                        hits = native.hybrid_search(text, vector, 100, config=config, candidates=100, sub_scores=False)
                     else:
                         hits = fuse([b, d], config, k=100)
                     runs[name].setdefault(mode, {})[q] = [(f.id, f.score) for f in hits]
@@ -148,8 +164,9 @@ def main() -> None:
 
         variants = {
             "OpenSearch native, sub-scores (2 round trips)": lambda t, v: native.hybrid_search(t, v, 10),
-            "OpenSearch native, fused score only (1 round trip)":
-                lambda t, v: native.hybrid_search(t, v, 10, sub_scores=False),
+            "OpenSearch native, fused score only (1 round trip)": lambda t, v: native.hybrid_search(
+                t, v, 10, sub_scores=False
+            ),
             "OpenSearch client-side fusion (1 _msearch, the default)": lambda t, v: os_client.hybrid_search(t, v, 10),
             "Elasticsearch client-side fusion (1 _msearch)": lambda t, v: es.hybrid_search(t, v, 10),
         }
@@ -168,8 +185,11 @@ def main() -> None:
         }
         report["quality"] = quality
         report["max_abs_ndcg_delta"] = {
-            name: max(abs(v[name]["ndcg@10"] - v["embedded"]["ndcg@10"]) for mode, v in quality.items()
-                      if not (name == "elasticsearch" and mode != "dense"))
+            name: max(
+                abs(v[name]["ndcg@10"] - v["embedded"]["ndcg@10"])
+                for mode, v in quality.items()
+                if not (name == "elasticsearch" and mode != "dense")
+            )
             for name in ("opensearch", "elasticsearch")
         }
         report["filters"] = filtered_latency(encoder.dimension, work)
@@ -182,8 +202,8 @@ def main() -> None:
         embedded.close()
     report["setup"] = {
         "nodes": f"OpenSearch {os_node['version']} (integ-test zip + k-NN 2.19.1.0 lucene + neural-search "
-                 f"2.19.1.0) and Elasticsearch {es_node['version']} (integ-test zip, standard analyzer), 1 shard, "
-                 "0 replicas, 1 GB heap each, on this machine",
+        f"2.19.1.0) and Elasticsearch {es_node['version']} (integ-test zip, standard analyzer), 1 shard, "
+        "0 replicas, 1 GB heap each, on this machine",
         "encoder": encoder.version,
         "queries": len(qids),
         "documents": len(docs),
@@ -206,9 +226,16 @@ def filtered_latency(dimension: int, work: Path, n: int = 100_000, queries: int 
     store = EmbeddedBackend(work / "filtered", dimension)
     started = time.perf_counter()
     for i in range(0, n, 5000):
-        store.upsert([IndexedDocument(Document(f"s{j}", f"synthetic {j}", "", None, {"lang": str(langs[j]),
-                                                                                     "year": 2000 + j % 25}),
-                                      matrix[j], "synthetic") for j in range(i, min(n, i + 5000))])
+        store.upsert(
+            [
+                IndexedDocument(
+                    Document(f"s{j}", f"synthetic {j}", "", None, {"lang": str(langs[j]), "year": 2000 + j % 25}),
+                    matrix[j],
+                    "synthetic",
+                )
+                for j in range(i, min(n, i + 5000))
+            ]
+        )
     store.refresh()
     write_s = time.perf_counter() - started
     rare = np.flatnonzero(langs == "rare")
@@ -229,9 +256,15 @@ def filtered_latency(dimension: int, work: Path, n: int = 100_000, queries: int 
         exact = {f"s{j}" for j in rare[np.argsort(-(matrix[rare] @ query))[:10]]}
         recalls.append(len(exact & {i for i, _ in got}) / 10)
     store.close()
-    return {"documents": n, "matching": len(rare), "write_s": write_s, "first_filtered_ms": first_ms,
-            "unfiltered_p50_ms": float(np.percentile(plain_ms, 50)),
-            "filtered_p50_ms": float(np.percentile(filtered_ms, 50)), "filtered_recall@10": float(np.mean(recalls))}
+    return {
+        "documents": n,
+        "matching": len(rare),
+        "write_s": write_s,
+        "first_filtered_ms": first_ms,
+        "unfiltered_p50_ms": float(np.percentile(plain_ms, 50)),
+        "filtered_p50_ms": float(np.percentile(filtered_ms, 50)),
+        "filtered_recall@10": float(np.mean(recalls)),
+    }
 
 
 def workers_ingest(settings, docs, work: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -245,9 +278,16 @@ def workers_ingest(settings, docs, work: Path) -> dict[str, float]:  # type: ign
     alias = settings.index + "-workers"
     queue = f"ddr-bench-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DDR_")}
-    env.update(DDR_HOME=str(work / "home"), DDR_BROKER_URL=REDIS_URL, DDR_WORKERS__QUEUE=queue,
-               DDR_WORKERS__JOBS_URL=REDIS_URL, DDR_OPENSEARCH__URL=str(settings.url),
-               DDR_OPENSEARCH__INDEX=alias, DDR_OPENSEARCH__KNN_ENGINE="lucene", DDR_OPENSEARCH__REPLICAS="0")
+    env.update(
+        DDR_HOME=str(work / "home"),
+        DDR_BROKER_URL=REDIS_URL,
+        DDR_WORKERS__QUEUE=queue,
+        DDR_WORKERS__JOBS_URL=REDIS_URL,
+        DDR_OPENSEARCH__URL=str(settings.url),
+        DDR_OPENSEARCH__INDEX=alias,
+        DDR_OPENSEARCH__KNN_ENGINE="lucene",
+        DDR_OPENSEARCH__REPLICAS="0",
+    )
     corpus, warm_corpus = work / "workers.jsonl", work / "warm.jsonl"
     for path, prefix, chosen in ((corpus, "", docs), (warm_corpus, "warm-", docs[:16])):
         with path.open("w") as f:  # other ids for the warm-up: stored documents are not encoded again
@@ -255,9 +295,16 @@ def workers_ingest(settings, docs, work: Path) -> dict[str, float]:  # type: ign
                 f.write(json.dumps({"id": prefix + d.id, "title": d.title, "text": d.text}) + "\n")
     saved = {k: os.environ.get(k) for k in env if k.startswith("DDR_")}
     os.environ.update({k: v for k, v in env.items() if k.startswith("DDR_")})
-    workers = [subprocess.Popen([str(DDR_SEARCH), "worker", "--concurrency", "1"], env=env,
-                                stdout=(work / f"worker{i}.log").open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True) for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [str(DDR_SEARCH), "worker", "--concurrency", "1"],
+            env=env,
+            stdout=(work / f"worker{i}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
     try:
         app_settings = Settings()
         encoder = build_encoder(app_settings)
@@ -297,47 +344,79 @@ def write_reports(report: dict[str, object]) -> None:
     (REPORTS / "clusters.json").write_text(json.dumps(report, indent=2) + "\n")
     setup = report["setup"]
     names = ("embedded", "opensearch", "elasticsearch")
-    lines = ["# ddr-search on real OpenSearch and Elasticsearch nodes vs the embedded store (SciFact)", "",
-             f"Nodes: {setup['nodes']}. Encoder: `{setup['encoder']}`. {setup['documents']} documents, "
-             f"{setup['queries']} test queries. Machine: {setup['machine']}: ratios within this run mean",
-             "something, absolute times are upper bounds. Reproduce: `python bench/clusters.py`.", "",
-             "## Quality (the same passage and query vectors on every backend)", "",
-             "| mode | " + " | ".join(f"NDCG@10 {n}" for n in names) + " | " + " | ".join(f"R@100 {n}" for n in names)
-             + " |", "|---|" + "---|" * (2 * len(names))]
+    lines = [
+        "# ddr-search on real OpenSearch and Elasticsearch nodes vs the embedded store (SciFact)",
+        "",
+        f"Nodes: {setup['nodes']}. Encoder: `{setup['encoder']}`. {setup['documents']} documents, "
+        f"{setup['queries']} test queries. Machine: {setup['machine']}: ratios within this run mean",
+        "something, absolute times are upper bounds. Reproduce: `python bench/clusters.py`.",
+        "",
+        "## Quality (the same passage and query vectors on every backend)",
+        "",
+        "| mode | "
+        + " | ".join(f"NDCG@10 {n}" for n in names)
+        + " | "
+        + " | ".join(f"R@100 {n}" for n in names)
+        + " |",
+        "|---|" + "---|" * (2 * len(names)),
+    ]
     for mode, by in report["quality"].items():
-        lines.append(f"| {mode} | " + " | ".join(f"{by[n]['ndcg@10']:.4f}" for n in names) + " | "
-                     + " | ".join(f"{by[n]['recall@100']:.4f}" for n in names) + " |")
+        lines.append(
+            f"| {mode} | "
+            + " | ".join(f"{by[n]['ndcg@10']:.4f}" for n in names)
+            + " | "
+            + " | ".join(f"{by[n]['recall@100']:.4f}" for n in names)
+            + " |"
+        )
     deltas = report["max_abs_ndcg_delta"]
-    lines += ["", f"Largest |NDCG@10 delta| against the embedded store: OpenSearch {deltas['opensearch']:.4f} "
-              f"(every mode; target <= 0.002), Elasticsearch {deltas['elasticsearch']:.4f} (dense; its bm25 and "
-              "hybrid rows use the test node's `standard` analyzer, without the stemming the embedded store does, "
-              "so they differ by analysis). OpenSearch hybrid here is the native `hybrid` query with the "
-              "setup-made pipeline; embedded and Elasticsearch hybrid is `ddr_search.fusion`.", "",
-              "## Hybrid query latency (k = 10, 100 candidates per sub-query; query vectors precomputed)", "",
-              "| path | p50 ms | p95 ms |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Largest |NDCG@10 delta| against the embedded store: OpenSearch {deltas['opensearch']:.4f} "
+        f"(every mode; target <= 0.002), Elasticsearch {deltas['elasticsearch']:.4f} (dense; its bm25 and "
+        "hybrid rows use the test node's `standard` analyzer, without the stemming the embedded store does, "
+        "so they differ by analysis). OpenSearch hybrid here is the native `hybrid` query with the "
+        "setup-made pipeline; embedded and Elasticsearch hybrid is `ddr_search.fusion`.",
+        "",
+        "## Hybrid query latency (k = 10, 100 candidates per sub-query; query vectors precomputed)",
+        "",
+        "| path | p50 ms | p95 ms |",
+        "|---|---|---|",
+    ]
     for name, p in report["latency"].items():
         lines.append(f"| {name} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} |")
     ingest = report["ingest"]
     workers = ingest["workers"]
     bulk = ingest["bulk_only_docs_per_s"]
-    lines += ["", "## Ingest", "", "| what | documents/s |", "|---|---|",
-              f"| passage encoding alone (this process) | {ingest['encode_only_docs_per_s']:.1f} |",
-              f"| OpenSearch bulk alone (precomputed vectors, {ingest['documents']} docs, one client) | "
-              f"{bulk['opensearch']:.0f} |",
-              f"| Elasticsearch bulk alone (same) | {bulk['elasticsearch']:.0f} |",
-              f"| end to end through {workers['worker_processes']} `ddr-search worker` processes into OpenSearch "
-              f"({workers['documents']} docs, Redis) | {workers['docs_per_s']:.1f} |", "",
-              "Encoding, not the engine, bounds ingest: either bulk path alone is far faster."]
+    lines += [
+        "",
+        "## Ingest",
+        "",
+        "| what | documents/s |",
+        "|---|---|",
+        f"| passage encoding alone (this process) | {ingest['encode_only_docs_per_s']:.1f} |",
+        f"| OpenSearch bulk alone (precomputed vectors, {ingest['documents']} docs, one client) | "
+        f"{bulk['opensearch']:.0f} |",
+        f"| Elasticsearch bulk alone (same) | {bulk['elasticsearch']:.0f} |",
+        f"| end to end through {workers['worker_processes']} `ddr-search worker` processes into OpenSearch "
+        f"({workers['documents']} docs, Redis) | {workers['docs_per_s']:.1f} |",
+        "",
+        "Encoding, not the engine, bounds ingest: either bulk path alone is far faster.",
+    ]
     f = report["filters"]
     heading = f"## Metadata filters on the embedded store ({f['documents']:,} documents, {f['matching']} match)"
-    lines += ["", heading, "",
-              "| search | p50 ms |", "|---|---|",
-              f"| dense top-10, no filter | {f['unfiltered_p50_ms']:.1f} |",
-              f"| dense top-10, `lang = rare`, first use (SQLite evaluates the filter) | "
-              f"{f['first_filtered_ms']:.1f} |",
-              f"| dense top-10, `lang = rare`, later queries (the row mask is cached per snapshot) | "
-              f"{f['filtered_p50_ms']:.1f} |", "",
-              f"Filtered recall@10 against an exact scan of the matching documents: {f['filtered_recall@10']:.3f}."]
+    lines += [
+        "",
+        heading,
+        "",
+        "| search | p50 ms |",
+        "|---|---|",
+        f"| dense top-10, no filter | {f['unfiltered_p50_ms']:.1f} |",
+        f"| dense top-10, `lang = rare`, first use (SQLite evaluates the filter) | {f['first_filtered_ms']:.1f} |",
+        f"| dense top-10, `lang = rare`, later queries (the row mask is cached per snapshot) | "
+        f"{f['filtered_p50_ms']:.1f} |",
+        "",
+        f"Filtered recall@10 against an exact scan of the matching documents: {f['filtered_recall@10']:.3f}.",
+    ]
     (REPORTS / "clusters.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -41,9 +41,7 @@ def _check_search_arguments(
     try:
         checked_routing = RoutingMode(routing) if routing is not None else None
     except ValueError:
-        raise InputError(
-            f"routing must be one of {', '.join(m.value for m in RoutingMode)}, got {routing!r}"
-        ) from None
+        raise InputError(f"routing must be one of {', '.join(m.value for m in RoutingMode)}, got {routing!r}") from None
     return checked_mode, checked_routing
 
 
@@ -175,8 +173,9 @@ class DDRSearch:
         jobs = build_job_store(self.settings)
         if not wait:
             return jobs.status(job_id)
-        return wait_for(jobs, job_id, progress=progress, timeout_s=timeout_s,
-                        stall_timeout_s=self.settings.workers.stall_timeout_s)
+        return wait_for(
+            jobs, job_id, progress=progress, timeout_s=timeout_s, stall_timeout_s=self.settings.workers.stall_timeout_s
+        )
 
     def search(
         self,
@@ -201,8 +200,13 @@ class DDRSearch:
         mode, routing = _check_search_arguments(query, domain, k, mode, routing)
         conditions = parse_filters(filters)
         if domain is not None and self._encoder is None:  # an unknown domain fails before the model loads
-            resolve_route(domain, module_domains=self._store_domains(), backend=self.backend,
-                          filter_domain=filter_domain, routing=routing)
+            resolve_route(
+                domain,
+                module_domains=self._store_domains(),
+                backend=self.backend,
+                filter_domain=filter_domain,
+                routing=routing,
+            )
         encoder = None if mode is SearchMode.BM25 else self.encoder
         if encoder is not None:
             self._warn_on_stale_vectors(encoder)

@@ -71,8 +71,10 @@ def _condition(key: str, spec: object) -> Condition:
         return Condition(key, "in", (_scalar(key, spec),))
     unknown = sorted(set(spec) - {*RANGE_OPERATORS, "ne", "exists"})
     if unknown or not spec:
-        raise InputError(f"filter {key!r}: unknown operator {', '.join(map(repr, unknown)) or '(none)'}; "
-                         f"use {', '.join(RANGE_OPERATORS)}, ne or exists")
+        raise InputError(
+            f"filter {key!r}: unknown operator {', '.join(map(repr, unknown)) or '(none)'}; "
+            f"use {', '.join(RANGE_OPERATORS)}, ne or exists"
+        )
     if "exists" in spec:
         if len(spec) > 1 or not isinstance(spec["exists"], bool):
             raise InputError(f"filter {key!r}: exists takes true or false, alone")

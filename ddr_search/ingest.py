@@ -165,8 +165,15 @@ def index_checked(
         desc=f"ingest {check.path.name}",
         counts=counts,
     )
-    return IngestReport(source=str(check.path), domain=domain, indexed=indexed, skipped=check.skipped,
-                        written=counts.written, unchanged=counts.unchanged, replaced=counts.replaced)
+    return IngestReport(
+        source=str(check.path),
+        domain=domain,
+        indexed=indexed,
+        skipped=check.skipped,
+        written=counts.written,
+        unchanged=counts.unchanged,
+        replaced=counts.replaced,
+    )
 
 
 def check_documents(items: Iterable[Document | Mapping[str, object]], domain: str | None = None) -> list[Document]:
@@ -214,8 +221,14 @@ def ingest_documents(
         desc="ingest",
         counts=counts,
     )
-    return IngestReport(source="<documents>", domain=domain, indexed=indexed, written=counts.written,
-                        unchanged=counts.unchanged, replaced=counts.replaced)
+    return IngestReport(
+        source="<documents>",
+        domain=domain,
+        indexed=indexed,
+        written=counts.written,
+        unchanged=counts.unchanged,
+        replaced=counts.replaced,
+    )
 
 
 def _as_document(item: Document | Mapping[str, object], domain: str | None, number: int) -> Document:

@@ -120,7 +120,12 @@ def search(
             weights = encoded.weights[0]
             if backend_hybrid is not None:
                 fused = backend_hybrid(
-                    query, encoded.vectors[0], k, domain=route.filter_domain, config=config, candidates=depth,
+                    query,
+                    encoded.vectors[0],
+                    k,
+                    domain=route.filter_domain,
+                    config=config,
+                    candidates=depth,
                     filters=filters,
                 )
                 return to_hits(fused, backend, weights)

@@ -57,8 +57,9 @@ def service_missing(reason: str) -> NoReturn:
     """A test's service is not there: under CI that fails the test (a skipped tier proves nothing and
     `scripts/services` starts every service), elsewhere it skips with the reason and the fix."""
     if IN_CI:
-        pytest.fail(f"{reason} (CI=true: every service must run; .ci/run starts them with scripts/services)",
-                    pytrace=False)
+        pytest.fail(
+            f"{reason} (CI=true: every service must run; .ci/run starts them with scripts/services)", pytrace=False
+        )
     pytest.skip(f"{reason}: start the services with ./scripts/services")
 
 

@@ -36,8 +36,11 @@ class SetupReport:
 def _analysis_refused(e: BackendError, settings: ElasticsearchSettings) -> BackendError:
     """The default analyzer on a cluster without analysis-common: one line naming the setting to change."""
     cause = e.__cause__
-    if settings.analyzer == "english" and isinstance(cause, ApiError) and any(m in str(cause.body)
-                                                                                 for m in MISSING_ANALYSIS):
+    if (
+        settings.analyzer == "english"
+        and isinstance(cause, ApiError)
+        and any(m in str(cause.body) for m in MISSING_ANALYSIS)
+    ):
         return ConfigError(
             "this cluster has no analysis-common module (no pattern tokenizer / snowball stemmer) for the "
             "default English analyzer: set DDR_ELASTICSEARCH__ANALYZER=standard (no stemming)"
@@ -50,9 +53,13 @@ def put_template(backend: ElasticsearchBackend, settings: ElasticsearchSettings,
     body = schema.index_template(settings, dimension)
     try:
         with wrapped(f"PUT _index_template/{name}", backend.url):
-            backend.client.indices.put_index_template(name=name, index_patterns=body["index_patterns"],
-                                                      priority=body["priority"], template=body["template"],
-                                                      meta=body["_meta"])
+            backend.client.indices.put_index_template(
+                name=name,
+                index_patterns=body["index_patterns"],
+                priority=body["priority"],
+                template=body["template"],
+                meta=body["_meta"],
+            )
     except BackendError as e:
         raise _analysis_refused(e, settings) from e.__cause__
     return name
@@ -66,8 +73,9 @@ def _index_dimension(backend: ElasticsearchBackend, index: str) -> int | None:
     return int(vector["dims"]) if vector else None
 
 
-def _create_index(backend: ElasticsearchBackend, settings: ElasticsearchSettings, index: str, dimension: int,
-                  encoder_version: str) -> bool:
+def _create_index(
+    backend: ElasticsearchBackend, settings: ElasticsearchSettings, index: str, dimension: int, encoder_version: str
+) -> bool:
     """Create `index` unless it exists (then check its dimension). Returns whether it was created."""
     client = backend.client
     with wrapped(f"HEAD {index}", backend.url):
@@ -92,13 +100,15 @@ def _create_index(backend: ElasticsearchBackend, settings: ElasticsearchSettings
     return False
 
 
-def setup(backend: ElasticsearchBackend, settings: ElasticsearchSettings, *, dimension: int,
-          encoder_version: str) -> SetupReport:
+def setup(
+    backend: ElasticsearchBackend, settings: ElasticsearchSettings, *, dimension: int, encoder_version: str
+) -> SetupReport:
     """Bring the cluster to the configured state; running it again changes nothing."""
     alias = settings.index
     index = shared.index_name(alias, encoder_version)
-    report = SetupReport(info=backend.info, template=put_template(backend, settings, dimension), index=index,
-                         alias=alias)
+    report = SetupReport(
+        info=backend.info, template=put_template(backend, settings, dimension), index=index, alias=alias
+    )
     serving = backend.indices()
     if not serving:
         with wrapped(f"HEAD {alias}", backend.url):
@@ -142,8 +152,9 @@ def reindex(
         raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")
     new = shared.index_name(alias, encoder.version)
     if old == [new]:
-        return ReindexReport(alias, old, new, backend.count(), switched=False,
-                             note=f"{alias} already serves {new}: nothing to do")
+        return ReindexReport(
+            alias, old, new, backend.count(), switched=False, note=f"{alias} already serves {new}: nothing to do"
+        )
     put_template(backend, settings, encoder.dimension)
     backend.refresh()  # the scroll and the count check see only refreshed writes
     client = backend.client
@@ -153,9 +164,15 @@ def reindex(
             client.indices.delete(index=new)
     _create_index(backend, settings, new, encoder.dimension, encoder.version)
     expected = backend.count()
-    writer = ElasticsearchBackend(client, alias=new, url=backend.url, dimension=encoder.dimension,
-                                  chunk_size=backend.chunk_size, max_retries=backend.max_retries,
-                                  require_alias=False)
+    writer = ElasticsearchBackend(
+        client,
+        alias=new,
+        url=backend.url,
+        dimension=encoder.dimension,
+        chunk_size=backend.chunk_size,
+        max_retries=backend.max_retries,
+        require_alias=False,
+    )
     written = 0
     try:
         for batch in backend.scan(batch_size=batch_size):

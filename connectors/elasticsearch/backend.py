@@ -46,8 +46,13 @@ class ClusterInfo:
 
 
 def _document(doc_id: str, source: Mapping[str, Any]) -> Document:
-    return Document(id=doc_id, text=source.get("text", ""), title=source.get("title", ""),
-                    domain=source.get("domain"), metadata=source.get("metadata") or {})
+    return Document(
+        id=doc_id,
+        text=source.get("text", ""),
+        title=source.get("title", ""),
+        domain=source.get("domain"),
+        metadata=source.get("metadata") or {},
+    )
 
 
 class ElasticsearchBackend:
@@ -86,8 +91,7 @@ class ElasticsearchBackend:
     @classmethod
     def from_settings(cls, settings: Settings, dimension: int | None = None) -> ElasticsearchBackend:
         es: ElasticsearchSettings = settings.elasticsearch
-        return cls(build_client(es), alias=es.index, url=es.url, dimension=dimension,
-                   num_candidates=es.num_candidates)
+        return cls(build_client(es), alias=es.index, url=es.url, dimension=dimension, num_candidates=es.num_candidates)
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with wrapped(action, self.url):
@@ -112,8 +116,13 @@ class ElasticsearchBackend:
             raise BackendError(
                 f"document {doc.id!r}: vector has {vector.shape[0]} dimensions, the index expects {self.dimension}"
             )
-        source: dict[str, Any] = {"title": doc.title, "text": doc.text, "metadata": dict(doc.metadata),
-                                  "encoder_version": item.encoder_version, VECTOR_FIELD: vector.tolist()}
+        source: dict[str, Any] = {
+            "title": doc.title,
+            "text": doc.text,
+            "metadata": dict(doc.metadata),
+            "encoder_version": item.encoder_version,
+            VECTOR_FIELD: vector.tolist(),
+        }
         if doc.domain is not None:
             source["domain"] = doc.domain
         return source
@@ -127,26 +136,36 @@ class ElasticsearchBackend:
                     f"alias {self.alias} does not exist on {redact_url(self.url)}: run `ddr-search setup` first"
                 )
             self._alias_ready = True
-        actions = [{"_op_type": "index", "_index": target, "_id": d.document.id, "_source": self._source(d)}
-                   for d in documents]
+        actions = [
+            {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": self._source(d)} for d in documents
+        ]
         failures = self._bulk(actions, f"bulk index into {target}")
         if failures:
             shown = "; ".join(f"id {doc_id!r}: {why}" for doc_id, why in list(failures.items())[:10])
             more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-            raise DocumentsRejected(f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}",
-                                    failures, len(documents))
+            raise DocumentsRejected(
+                f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}",
+                failures,
+                len(documents),
+            )
 
     def _bulk(self, actions: list[dict[str, Any]], what: str) -> dict[str, str]:
         failures: dict[str, str] = {}
         with wrapped(what, self.url):
             for ok, item in helpers.streaming_bulk(
-                self.client, actions, chunk_size=self.chunk_size, raise_on_error=False, raise_on_exception=True,
-                max_retries=self.max_retries, initial_backoff=self.initial_backoff_s,
-                max_backoff=self.max_backoff_s, yield_ok=False,
+                self.client,
+                actions,
+                chunk_size=self.chunk_size,
+                raise_on_error=False,
+                raise_on_exception=True,
+                max_retries=self.max_retries,
+                initial_backoff=self.initial_backoff_s,
+                max_backoff=self.max_backoff_s,
+                yield_ok=False,
             ):
                 if ok:
                     continue
-                (op, info), = item.items()
+                ((op, info),) = item.items()
                 if op == "delete" and info.get("status") == 404:
                     continue
                 failures[str(info.get("_id"))] = item_reason(info)
@@ -197,19 +216,20 @@ class ElasticsearchBackend:
             knn["filter"] = clauses
         return {"knn": knn, "size": k, "_source": False, "track_total_hits": False}
 
-    def bm25_search(self, text: str, k: int, *, domain: str | None = None,
-                    filters: Filters = ()) -> ScoredIds:
+    def bm25_search(self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()) -> ScoredIds:
         body = self._bm25_body(text, self._k(k), filter_clauses(domain, filters))
         response = self._call("search", self.client.search, index=self.alias, **body)
         return [(h["_id"], float(h["_score"])) for h in self._hits(response, "search")]
 
-    def dense_search(self, vector: NDArray[np.float32], k: int, *, domain: str | None = None,
-                     filters: Filters = ()) -> ScoredIds:
+    def dense_search(
+        self, vector: NDArray[np.float32], k: int, *, domain: str | None = None, filters: Filters = ()
+    ) -> ScoredIds:
         """Top-k by inner product (the raw x.y, as the embedded backend reports it)."""
         body = self._knn_body(vector, self._k(k), filter_clauses(domain, filters))
         response = self._call("search", self.client.search, index=self.alias, **body)
-        return [(h["_id"], dot_product_score_to_inner_product(float(h["_score"])))
-                for h in self._hits(response, "search")]
+        return [
+            (h["_id"], dot_product_score_to_inner_product(float(h["_score"]))) for h in self._hits(response, "search")
+        ]
 
     def hybrid_search(
         self,
@@ -226,14 +246,19 @@ class ElasticsearchBackend:
         """BM25 + kNN in one `_msearch`, fused here over raw BM25 scores and inner products."""
         depth = self._k(max(candidates, offset + k))
         clauses = filter_clauses(domain, filters)
-        searches = [{"index": self.alias}, self._bm25_body(text, depth, clauses),
-                    {"index": self.alias}, self._knn_body(vector, depth, clauses)]
+        searches = [
+            {"index": self.alias},
+            self._bm25_body(text, depth, clauses),
+            {"index": self.alias},
+            self._knn_body(vector, depth, clauses),
+        ]
         response = self._call("msearch", self.client.msearch, searches=searches)
         lists: list[ScoredIds] = []
         for name, sub in zip(("bm25", "knn"), response["responses"], strict=True):
             if "error" in sub:
-                raise BackendError(f"Elasticsearch msearch ({name}) on {redact_url(self.url)}: "
-                                   f"{sub.get('status')} {item_reason(sub)}")
+                raise BackendError(
+                    f"Elasticsearch msearch ({name}) on {redact_url(self.url)}: {sub.get('status')} {item_reason(sub)}"
+                )
             hits = self._hits(sub, f"msearch ({name})")
             to_score = dot_product_score_to_inner_product if name == "knn" else float
             lists.append([(h["_id"], to_score(float(h["_score"]))) for h in hits])
@@ -246,15 +271,17 @@ class ElasticsearchBackend:
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         if not ids:
             return {}
-        response = self._call("mget", self.client.mget, index=self.alias, ids=[str(i) for i in ids],
-                              source_excludes=SOURCE_EXCLUDES)
+        response = self._call(
+            "mget", self.client.mget, index=self.alias, ids=[str(i) for i in ids], source_excludes=SOURCE_EXCLUDES
+        )
         return {d["_id"]: _document(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
 
     def versions(self, ids: Sequence[str]) -> dict[str, str]:
         if not ids:
             return {}
-        response = self._call("mget", self.client.mget, index=self.alias, ids=[str(i) for i in ids],
-                              source_includes=["encoder_version"])
+        response = self._call(
+            "mget", self.client.mget, index=self.alias, ids=[str(i) for i in ids], source_includes=["encoder_version"]
+        )
         return {d["_id"]: str(d["_source"].get("encoder_version")) for d in response["docs"] if d.get("found")}
 
     def count(self, domain: str | None = None) -> int:
@@ -262,24 +289,41 @@ class ElasticsearchBackend:
         return int(self._call("count", self.client.count, index=self.alias, query=query)["count"])
 
     def domain_counts(self) -> dict[str, int]:
-        return domain_counts(lambda aggs: self._call(
-            "search", self.client.search, index=self.alias, size=0, aggregations=aggs)["aggregations"]["domains"])
+        return domain_counts(
+            lambda aggs: self._call("search", self.client.search, index=self.alias, size=0, aggregations=aggs)[
+                "aggregations"
+            ]["domains"]
+        )
 
     def indices(self) -> list[str]:
         """The version indices (`<alias>-v*`) the alias points at; empty when the alias does not exist."""
-        response = self._call("GET alias", self.client.options(ignore_status=404).indices.get_alias,
-                              index=f"{self.alias}-v*", name=self.alias)
+        response = self._call(
+            "GET alias",
+            self.client.options(ignore_status=404).indices.get_alias,
+            index=f"{self.alias}-v*",
+            name=self.alias,
+        )
         body = response.body if hasattr(response, "body") else response
         if not isinstance(body, dict) or "error" in body or body.get("status") == 404:
             return []
         return sorted(body)
 
     def describe(self) -> dict[str, object]:
-        response = self._call("search", self.client.search, index=self.alias, size=0,
-                              aggregations={"versions": {"terms": {"field": "encoder_version", "size": 100}}})
+        response = self._call(
+            "search",
+            self.client.search,
+            index=self.alias,
+            size=0,
+            aggregations={"versions": {"terms": {"field": "encoder_version", "size": 100}}},
+        )
         buckets = response["aggregations"]["versions"]["buckets"]
-        return {"backend": self.kind, "url": redact_url(self.url), "alias": self.alias, "indices": self.indices(),
-                "encoder_versions": {str(b["key"]): int(b["doc_count"]) for b in buckets}}
+        return {
+            "backend": self.kind,
+            "url": redact_url(self.url),
+            "alias": self.alias,
+            "indices": self.indices(),
+            "encoder_versions": {str(b["key"]): int(b["doc_count"]) for b in buckets},
+        }
 
     def refresh(self) -> None:
         self._call("refresh", self.client.indices.refresh, index=self.alias)
@@ -288,8 +332,13 @@ class ElasticsearchBackend:
         """Every document behind the alias, in batches (scroll), without vectors: what reindex re-embeds."""
         batch: list[Document] = []
         with wrapped("scroll", self.url):
-            for hit in helpers.scan(self.client, index=self.alias, size=batch_size, scroll="5m",
-                                    query={"query": {"match_all": {}}, "_source": {"excludes": SOURCE_EXCLUDES}}):
+            for hit in helpers.scan(
+                self.client,
+                index=self.alias,
+                size=batch_size,
+                scroll="5m",
+                query={"query": {"match_all": {}}, "_source": {"excludes": SOURCE_EXCLUDES}},
+            ):
                 batch.append(_document(hit["_id"], hit["_source"]))
                 if len(batch) >= batch_size:
                     yield batch

@@ -38,13 +38,16 @@ def index_settings(settings: ElasticsearchSettings) -> dict[str, Any]:
 def mappings(settings: ElasticsearchSettings, dimension: int) -> dict[str, Any]:
     """The shared document mapping with an HNSW `dense_vector` of float32 (`index_options.type: hnsw`, not the
     int8 default of 8.14+, so scores equal exact inner products; `dot_product` for normalised vectors)."""
-    return document_mappings(dimension, {
-        "type": "dense_vector",
-        "dims": dimension,
-        "index": True,
-        "similarity": "dot_product",
-        "index_options": {"type": "hnsw", "m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
-    })
+    return document_mappings(
+        dimension,
+        {
+            "type": "dense_vector",
+            "dims": dimension,
+            "index": True,
+            "similarity": "dot_product",
+            "index_options": {"type": "hnsw", "m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
+        },
+    )
 
 
 def index_template(settings: ElasticsearchSettings, dimension: int) -> dict[str, Any]:

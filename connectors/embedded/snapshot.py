@@ -95,8 +95,9 @@ class Snapshot:
             return mask
         return allowed if mask is None else mask & allowed
 
-    def dense_search(self, vector: np.ndarray, k: int, domain: str | None,
-                     allowed: np.ndarray | None = None) -> ScoredIds:
+    def dense_search(
+        self, vector: np.ndarray, k: int, domain: str | None, allowed: np.ndarray | None = None
+    ) -> ScoredIds:
         """Exact inner product over every row (or the rows of the domain and `allowed`), best first.
 
         Large matrices are first scored coarsely by torch in int8 (a quarter of the memory traffic of

@@ -49,8 +49,9 @@ def _index_dimension(backend: OpenSearchBackend, index: str) -> int | None:
     return int(vector["dimension"]) if vector else None
 
 
-def _create_index(backend: OpenSearchBackend, settings: OpenSearchSettings, index: str, dimension: int,
-                  encoder_version: str) -> bool:
+def _create_index(
+    backend: OpenSearchBackend, settings: OpenSearchSettings, index: str, dimension: int, encoder_version: str
+) -> bool:
     """Create `index` unless it exists (then check its dimension). Returns whether it was created."""
     client = backend.client
     with wrapped(f"HEAD {index}", backend.url):
@@ -131,8 +132,9 @@ def setup(
     features = backend.features
     alias = settings.index
     index = shared.index_name(alias, encoder_version)
-    report = SetupReport(features=features, template=put_template(backend, settings, dimension), index=index,
-                         alias=alias)
+    report = SetupReport(
+        features=features, template=put_template(backend, settings, dimension), index=index, alias=alias
+    )
     serving = backend.indices()
     if not serving:
         with wrapped(f"HEAD {alias}", backend.url):
@@ -186,8 +188,9 @@ def reindex(
         raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")
     new = shared.index_name(alias, encoder.version)
     if old == [new] and not force:
-        return ReindexReport(alias, old, new, backend.count(), switched=False,
-                             note=f"{alias} already serves {new}: nothing to do")
+        return ReindexReport(
+            alias, old, new, backend.count(), switched=False, note=f"{alias} already serves {new}: nothing to do"
+        )
     put_template(backend, settings, encoder.dimension)
     refresh_patiently(backend, alias)  # the scroll below and the count check see only refreshed writes
     client = backend.client
@@ -203,10 +206,18 @@ def reindex(
                 client.indices.delete(index=target)
     _create_index(backend, settings, target, encoder.dimension, encoder.version)
     expected = backend.count()
-    writer = OpenSearchBackend(client, alias=target, url=backend.url, dimension=encoder.dimension,
-                               refresh=False, chunk_size=backend.chunk_size, max_retries=backend.max_retries,
-                               initial_backoff_s=backend.initial_backoff_s, max_backoff_s=backend.max_backoff_s,
-                               require_alias=False)
+    writer = OpenSearchBackend(
+        client,
+        alias=target,
+        url=backend.url,
+        dimension=encoder.dimension,
+        refresh=False,
+        chunk_size=backend.chunk_size,
+        max_retries=backend.max_retries,
+        initial_backoff_s=backend.initial_backoff_s,
+        max_backoff_s=backend.max_backoff_s,
+        require_alias=False,
+    )
     written = 0
     try:
         for batch in backend.scan(batch_size=batch_size):

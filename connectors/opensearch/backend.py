@@ -140,8 +140,11 @@ class OpenSearchBackend(HybridSearch):
         if failures:
             shown = "; ".join(f"id {doc_id!r}: {why}" for doc_id, why in failures[:10])
             more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-            raise DocumentsRejected(f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}",
-                                    dict(failures), len(documents))
+            raise DocumentsRejected(
+                f"{len(failures)} of {len(documents)} documents were not indexed: {shown}{more}",
+                dict(failures),
+                len(documents),
+            )
 
     def _bulk(self, actions: dict[str, dict[str, Any]], what: str) -> list[tuple[str, str]]:
         policy = RetryPolicy(self.max_retries, self.initial_backoff_s, self.max_backoff_s)
@@ -167,8 +170,9 @@ class OpenSearchBackend(HybridSearch):
 
     def count_ids(self, ids: Sequence[str]) -> int:
         """How many of `ids` exist, by a real-time `mget` (a count would miss writes not yet refreshed)."""
-        response = self._call("mget", self.client.mget, index=self.alias, body={"ids": [str(i) for i in ids]},
-                              params={"_source": "false"})
+        response = self._call(
+            "mget", self.client.mget, index=self.alias, body={"ids": [str(i) for i in ids]}, params={"_source": "false"}
+        )
         return sum(1 for d in response["docs"] if d.get("found"))
 
     # -- reads ------------------------------------------------------------------------------------
@@ -189,9 +193,7 @@ class OpenSearchBackend(HybridSearch):
             raise BackendError(f"OpenSearch {what} on {redact_url(self.url)} returned partial results: {why}{detail}")
         return list(response["hits"]["hits"])
 
-    def bm25_search(
-        self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()
-    ) -> ScoredIds:
+    def bm25_search(self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()) -> ScoredIds:
         body = queries.search_body(queries.bm25_query(text, filter_clauses(domain, filters)), self._k(k))
         return [(h["_id"], float(h["_score"])) for h in self._search(body)]
 
@@ -249,8 +251,13 @@ class OpenSearchBackend(HybridSearch):
         """The encoder version of each stored id, by a real-time `mget` of that one field."""
         if not ids:
             return {}
-        response = self._call("mget", self.client.mget, index=self.alias, body={"ids": [str(i) for i in ids]},
-                              params={"_source_includes": "encoder_version"})
+        response = self._call(
+            "mget",
+            self.client.mget,
+            index=self.alias,
+            body={"ids": [str(i) for i in ids]},
+            params={"_source_includes": "encoder_version"},
+        )
         return {d["_id"]: str(d["_source"].get("encoder_version")) for d in response["docs"] if d.get("found")}
 
     def count(self, domain: str | None = None) -> int:
@@ -258,8 +265,11 @@ class OpenSearchBackend(HybridSearch):
         return int(self._call("count", self.client.count, index=self.alias, body=body)["count"])
 
     def domain_counts(self) -> dict[str, int]:
-        return shared.domain_counts(lambda aggs: self._call(
-            "search", self.client.search, index=self.alias, body={"size": 0, "aggs": aggs})["aggregations"]["domains"])
+        return shared.domain_counts(
+            lambda aggs: self._call("search", self.client.search, index=self.alias, body={"size": 0, "aggs": aggs})[
+                "aggregations"
+            ]["domains"]
+        )
 
     def indices(self) -> list[str]:
         """The version indices (`<alias>-v*`) the alias points at; empty when the alias does not exist.
@@ -268,8 +278,9 @@ class OpenSearchBackend(HybridSearch):
         indices alone, and the security plugin refuses a request that resolves to `*`.
         """
         # ignore=404: a missing alias is an answer here, not a failure worth a logged warning
-        response = self._call("GET alias", self.client.indices.get_alias, index=f"{self.alias}-v*", name=self.alias,
-                              ignore=[404])
+        response = self._call(
+            "GET alias", self.client.indices.get_alias, index=f"{self.alias}-v*", name=self.alias, ignore=[404]
+        )
         if not isinstance(response, dict) or "error" in response or response.get("status") == 404:
             return []
         return sorted(response)

@@ -68,7 +68,7 @@ def send_bulk(
             ):
                 if ok:
                     continue
-                (op, info), = item.items()
+                ((op, info),) = item.items()
                 doc_id = str(info.get("_id"))
                 if _retryable(info.get("status")) and not last:
                     retry[doc_id] = pending[doc_id]

@@ -86,8 +86,12 @@ def detect(client: OpenSearch, url: str | None) -> ClusterFeatures:
     nodes = _tolerant(lambda: client.nodes.info(metric="plugins"), "GET _nodes/plugins", url)
     plugins = None
     if isinstance(nodes, dict) and isinstance(nodes.get("nodes"), dict):
-        plugins = frozenset(str(p.get("name", "")) for node in nodes["nodes"].values()
-                            for p in node.get("plugins") or [] if isinstance(p, dict))
+        plugins = frozenset(
+            str(p.get("name", ""))
+            for node in nodes["nodes"].values()
+            for p in node.get("plugins") or []
+            if isinstance(p, dict)
+        )
     return ClusterFeatures(
         distribution=str(version.get("distribution", "elasticsearch")),
         version=_parse_version(str(version.get("number", "0"))),

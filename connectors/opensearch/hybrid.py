@@ -83,8 +83,11 @@ class HybridSearch:
         # is 1 + x.y, an affine map, so min_max / z_score / rrf equal fusing x.y itself (the embedded way).
         fused = fuse(lists, config, k=offset + k)[offset:]
         return [
-            Fused(f.id, f.score, (f.sub_scores[0], None if f.sub_scores[1] is None
-                                  else knn_score_to_inner_product(f.sub_scores[1])))
+            Fused(
+                f.id,
+                f.score,
+                (f.sub_scores[0], None if f.sub_scores[1] is None else knn_score_to_inner_product(f.sub_scores[1])),
+            )
             for f in fused
         ]
 
@@ -122,8 +125,9 @@ class HybridSearch:
     def _shards(self) -> int:
         """The most primary shards of any index behind the alias (asked once per backend)."""
         if self._shard_count is None:
-            response = self._call("GET settings", self.client.indices.get_settings, index=self.alias,
-                                  name="index.number_of_shards")
+            response = self._call(
+                "GET settings", self.client.indices.get_settings, index=self.alias, name="index.number_of_shards"
+            )
             counts = [int(v["settings"]["index"]["number_of_shards"]) for v in response.values()]
             self._shard_count = max(counts, default=1)
         return self._shard_count
@@ -162,8 +166,9 @@ class HybridSearch:
             params["search_pipeline"] = name
         else:  # a configuration `setup` did not create: a temporary pipeline in the request
             inline = schema.pipeline_body(config, self.features.version)
-        body = queries.hybrid_body(text, vector, k, depth, clauses, offset=offset, pipeline=inline,
-                                   ef_search=self._ef_search())
+        body = queries.hybrid_body(
+            text, vector, k, depth, clauses, offset=offset, pipeline=inline, ef_search=self._ef_search()
+        )
         try:
             hits = self._search(body, **params)
         except BackendError as e:

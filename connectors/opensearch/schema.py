@@ -30,16 +30,19 @@ def index_settings(settings: OpenSearchSettings) -> dict[str, Any]:
 
 def mappings(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
     """The shared document mapping with a `knn_vector` (HNSW, inner product, the configured engine)."""
-    return document_mappings(dimension, {
-        "type": "knn_vector",
-        "dimension": dimension,
-        "method": {
-            "name": "hnsw",
-            "space_type": "innerproduct",
-            "engine": settings.knn_engine,
-            "parameters": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
+    return document_mappings(
+        dimension,
+        {
+            "type": "knn_vector",
+            "dimension": dimension,
+            "method": {
+                "name": "hnsw",
+                "space_type": "innerproduct",
+                "engine": settings.knn_engine,
+                "parameters": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
+            },
         },
-    })
+    )
 
 
 def index_template(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:

@@ -15,10 +15,14 @@ from ddr_search.cli.main import cli
 @click.option("--skip-invalid", is_flag=True, help="Skip bad lines (each is reported) instead of stopping.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Documents per embed+write batch [DDR_BATCH_SIZE].")
 @click.option("--no-wait", is_flag=True, help="With DDR_BROKER_URL: enqueue, print the job id, return at once.")
-@click.option("--allow-domain-change", is_flag=True,
-              help="Move documents stored already under another domain (ids are global) instead of refusing.")
-def ingest(path: Path, domain: str | None, skip_invalid: bool, batch_size: int | None, no_wait: bool,
-           allow_domain_change: bool) -> None:
+@click.option(
+    "--allow-domain-change",
+    is_flag=True,
+    help="Move documents stored already under another domain (ids are global) instead of refusing.",
+)
+def ingest(
+    path: Path, domain: str | None, skip_invalid: bool, batch_size: int | None, no_wait: bool, allow_domain_change: bool
+) -> None:
     """Embed a JSONL file ({"id","title","text","metadata"}; BEIR "_id" too) into the search backend.
 
     Every line is validated before anything is written: a bad file names its file, line and field and
@@ -34,15 +38,28 @@ def ingest(path: Path, domain: str | None, skip_invalid: bool, batch_size: int |
         from ddr_search.cli.worker import ingest_with_workers
 
         wait = not no_wait
-        ingest_with_workers(settings, path, domain=domain, skip_invalid=skip_invalid, batch_size=batch_size, wait=wait,
-                            allow_domain_change=allow_domain_change)
+        ingest_with_workers(
+            settings,
+            path,
+            domain=domain,
+            skip_invalid=skip_invalid,
+            batch_size=batch_size,
+            wait=wait,
+            allow_domain_change=allow_domain_change,
+        )
         return
     if no_wait:
         raise click.UsageError("--no-wait needs a broker: set DDR_BROKER_URL and start `ddr-search worker`")
 
     with DDRSearch() as client:
-        report = client.ingest(path, domain=domain, skip_invalid=skip_invalid, batch_size=batch_size, progress=True,
-                               allow_domain_change=allow_domain_change)
+        report = client.ingest(
+            path,
+            domain=domain,
+            skip_invalid=skip_invalid,
+            batch_size=batch_size,
+            progress=True,
+            allow_domain_change=allow_domain_change,
+        )
     for line in describe_skipped(report.skipped):
         click.echo(line, err=True)
     skipped = f", skipped {len(report.skipped)} invalid lines" if report.skipped else ""

@@ -37,22 +37,39 @@ def list_modules(store: Path | None, as_json: bool) -> None:
     rows = []
     for name, record in manifest.modules.items():
         share = 100.0 * record.parameters / backbone_params if backbone_params else None
-        rows.append({
-            "name": name, "kind": record.kind, "version": record.version, "parameters": record.parameters,
-            "percent_of_backbone": round(share, 2) if share is not None else None,
-            "domains": sorted(served.get(name, [])) if record.kind == "domain" else ["*"],
-            "created": record.created, "notes": record.notes,
-        })
+        rows.append(
+            {
+                "name": name,
+                "kind": record.kind,
+                "version": record.version,
+                "parameters": record.parameters,
+                "percent_of_backbone": round(share, 2) if share is not None else None,
+                "domains": sorted(served.get(name, [])) if record.kind == "domain" else ["*"],
+                "created": record.created,
+                "notes": record.notes,
+            }
+        )
     if as_json:
-        click.echo(json.dumps({"store": str(store), "prefix_length": manifest.prefix_length,
-                               "backbone": manifest.backbone, "modules": rows}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "store": str(store),
+                    "prefix_length": manifest.prefix_length,
+                    "backbone": manifest.backbone,
+                    "modules": rows,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"store {store}  (backbone {manifest.backbone.get('name')}, prefix length {manifest.prefix_length})")
     click.echo(f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  DOMAINS")
     for row in rows:
         pct = f"{row['percent_of_backbone']:.2f}" if row["percent_of_backbone"] is not None else "-"
-        click.echo(f"{row['name']:<16} {row['kind']:<8} {row['version']:>3} {row['parameters']:>9,} {pct:>6}  "
-                   f"{','.join(row['domains'])}")
+        click.echo(
+            f"{row['name']:<16} {row['kind']:<8} {row['version']:>3} {row['parameters']:>9,} {pct:>6}  "
+            f"{','.join(row['domains'])}"
+        )
 
 
 def _backbone_parameters(backbone: dict[str, str | int]) -> int | None:

@@ -9,8 +9,13 @@ from ddr_search.errors import ConfigError
 
 
 @cli.command("reindex")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Documents embedded and written per batch.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Documents embedded and written per batch.",
+)
 @click.option("--delete-old", is_flag=True, help="Delete the previous version's index after the switch.")
 @click.option("--force", is_flag=True, help="Re-embed even when the alias already serves this encoder version.")
 def reindex(batch_size: int, delete_old: bool, force: bool) -> None:
@@ -24,8 +29,10 @@ def reindex(batch_size: int, delete_old: bool, force: bool) -> None:
 
     settings = Settings()
     if not settings.opensearch.url and not settings.elasticsearch.url:
-        raise ConfigError("reindex works on a cluster: set DDR_OPENSEARCH__URL or DDR_ELASTICSEARCH__URL "
-                          "(the embedded store needs none)")
+        raise ConfigError(
+            "reindex works on a cluster: set DDR_OPENSEARCH__URL or DDR_ELASTICSEARCH__URL "
+            "(the embedded store needs none)"
+        )
     encoder = build_encoder(settings)
     from ddr_search.factory import build_backend
 
@@ -43,19 +50,34 @@ def reindex(batch_size: int, delete_old: bool, force: bool) -> None:
 
                 if force:
                     raise ConfigError("--force is not supported on Elasticsearch yet")
-                report = es_admin.reindex(backend, settings.elasticsearch, encoder,  # type: ignore[arg-type]
-                                          batch_size=batch_size, delete_old=delete_old, on_batch=advance)
+                report = es_admin.reindex(
+                    backend,
+                    settings.elasticsearch,
+                    encoder,  # type: ignore[arg-type]
+                    batch_size=batch_size,
+                    delete_old=delete_old,
+                    on_batch=advance,
+                )
             else:
                 from connectors.opensearch import admin
 
-                report = admin.reindex(backend, settings.opensearch, encoder,  # type: ignore[arg-type]
-                                       batch_size=batch_size, delete_old=delete_old, force=force, on_batch=advance)
+                report = admin.reindex(
+                    backend,
+                    settings.opensearch,
+                    encoder,  # type: ignore[arg-type]
+                    batch_size=batch_size,
+                    delete_old=delete_old,
+                    force=force,
+                    on_batch=advance,
+                )
     finally:
         backend.close()
     if not report.switched:
         click.echo(report.note)
         return
-    click.echo(f"{report.documents} documents re-embedded into {report.new_index}; "
-               f"{report.alias} switched from {', '.join(report.old_indices)}")
+    click.echo(
+        f"{report.documents} documents re-embedded into {report.new_index}; "
+        f"{report.alias} switched from {', '.join(report.old_indices)}"
+    )
     if report.deleted_old:
         click.echo(f"deleted {', '.join(report.old_indices)}")

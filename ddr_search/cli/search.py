@@ -62,13 +62,21 @@ def as_json_hit(hit: Hit, full_text: bool) -> dict[str, object]:
 )
 @click.option("--no-domain-filter", is_flag=True, help="With --domain: route by it but search every document.")
 @click.option("--routing", type=click.Choice([m.value for m in RoutingMode]), help="Override the routing mode.")
-@click.option("--filter", "filter_expressions", multiple=True, metavar="EXPR",
-              help="Metadata condition, repeatable, all must hold: key=v, key=a,b (any of), key!=v, key>=N, "
-                   "key>N, key<=N, key<N (docs/filters.md).")
+@click.option(
+    "--filter",
+    "filter_expressions",
+    multiple=True,
+    metavar="EXPR",
+    help="Metadata condition, repeatable, all must hold: key=v, key=a,b (any of), key!=v, key>=N, "
+    "key>N, key<=N, key<N (docs/filters.md).",
+)
 @click.option("--filters", "filters_json", metavar="JSON", help='Conditions as JSON: {"year": {"gte": 2020}}.')
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON (every score and the routing weights).")
-@click.option("--full-text", is_flag=True,
-              help=f"With --json: each hit's whole text (default: the first {SNIPPET_CHARS} characters).")
+@click.option(
+    "--full-text",
+    is_flag=True,
+    help=f"With --json: each hit's whole text (default: the first {SNIPPET_CHARS} characters).",
+)
 def search(
     query: str,
     domain: str | None,

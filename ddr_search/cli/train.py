@@ -13,9 +13,25 @@ def _config(opts: dict[str, object]):
     from ddr_search.training.config import TrainConfig
 
     config = TrainConfig()
-    for key in ("epochs", "batch_size", "accumulation", "temperature", "loss", "seed", "dev_fraction", "patience",
-                "eval_every", "max_steps", "max_examples", "checkpoint_dir", "resume", "min_delta",
-                "hard_negatives", "max_query_length", "max_passage_length"):
+    for key in (
+        "epochs",
+        "batch_size",
+        "accumulation",
+        "temperature",
+        "loss",
+        "seed",
+        "dev_fraction",
+        "patience",
+        "eval_every",
+        "max_steps",
+        "max_examples",
+        "checkpoint_dir",
+        "resume",
+        "min_delta",
+        "hard_negatives",
+        "max_query_length",
+        "max_passage_length",
+    ):
         if opts.get(key) is not None:
             setattr(config, key, opts[key])
     for group in ("general", "domain", "router", "backbone"):
@@ -32,9 +48,12 @@ def training_options(func):
         click.option("--batch-size", type=int, help="Queries per batch (default 32)."),
         click.option("--accumulation", type=int, help="Batches per optimizer step (default 1)."),
         click.option("--temperature", type=float, help="InfoNCE temperature (default 0.05)."),
-        click.option("--loss", type=click.Choice(["listwise", "multi_positive"]),
-                     help="With several positives per query: their joint softmax mass (listwise, default) "
-                          "or each positive against the negatives alone."),
+        click.option(
+            "--loss",
+            type=click.Choice(["listwise", "multi_positive"]),
+            help="With several positives per query: their joint softmax mass (listwise, default) "
+            "or each positive against the negatives alone.",
+        ),
         click.option("--lr-general", type=float, help="Learning rate of the general module (default 1e-3)."),
         click.option("--lr-domain", type=float, help="Learning rate of domain modules (default 5e-3)."),
         click.option("--lr-router", type=float, help="Learning rate of the router (default 1e-2)."),
@@ -51,8 +70,11 @@ def training_options(func):
         click.option("--max-examples", type=int, help="Train on a seeded sample of this many pairs."),
         click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Save a checkpoint here each eval."),
         click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir."),
-        click.option("--backbone", type=click.Path(path_type=Path, exists=True, file_okay=False),
-                     help="Local BERT-family model folder (default: packaged all-MiniLM-L6-v2)."),
+        click.option(
+            "--backbone",
+            type=click.Path(path_type=Path, exists=True, file_okay=False),
+            help="Local BERT-family model folder (default: packaged all-MiniLM-L6-v2).",
+        ),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):
@@ -106,8 +128,9 @@ def train_general_cmd(pairs_files, out, store, prefix_length, **opts) -> None:
     from ddr_search.training.api import train_general
 
     config = _config(opts)
-    _, result = train_general(_read_pairs(pairs_files), out, config, store=store, backbone=opts["backbone"],
-                              prefix_length=prefix_length)
+    _, result = train_general(
+        _read_pairs(pairs_files), out, config, store=store, backbone=opts["backbone"], prefix_length=prefix_length
+    )
     _report(result, out)
 
 
@@ -124,10 +147,20 @@ def _corpora(specs: tuple[str, ...]) -> dict[str, list]:
 
 
 @train.command("domains")
-@click.option("--pairs", "pairs_files", type=click.Path(path_type=Path), multiple=True,
-              help="Pairs JSONL; every record names its domain.")
-@click.option("--corpus", "corpus_specs", multiple=True, metavar="DOMAIN=FILE",
-              help="A domain's corpus JSONL: all of it serves as negatives (encoded once, cached).")
+@click.option(
+    "--pairs",
+    "pairs_files",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Pairs JSONL; every record names its domain.",
+)
+@click.option(
+    "--corpus",
+    "corpus_specs",
+    multiple=True,
+    metavar="DOMAIN=FILE",
+    help="A domain's corpus JSONL: all of it serves as negatives (encoded once, cached).",
+)
 @click.option("--store", type=click.Path(path_type=Path), help="Store with the general module.")
 @click.option("--out", type=click.Path(path_type=Path), help="Store to write (default: --store).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Passage-embedding cache.")
@@ -137,8 +170,15 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
     from ddr_search.training.api import train_domains
 
     source, out = _stores(store, out, opts["backbone"])
-    _, result = train_domains(_read_pairs(pairs_files), source, out, _config(opts), corpora=_corpora(corpus_specs),
-                              backbone=opts["backbone"], cache_dir=cache_dir)
+    _, result = train_domains(
+        _read_pairs(pairs_files),
+        source,
+        out,
+        _config(opts),
+        corpora=_corpora(corpus_specs),
+        backbone=opts["backbone"],
+        cache_dir=cache_dir,
+    )
     _report(result, out)
 
 
@@ -160,8 +200,9 @@ def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, **opts) -
     source, out = _stores(store, out, opts["backbone"])
     pairs = _read_pairs(pairs_files, domain=name) if pairs_files else None
     docs = read_corpus(corpus) if corpus is not None else None
-    _, result = train_domain(name, source, out, _config(opts), pairs=pairs, corpus=docs, backbone=opts["backbone"],
-                             cache_dir=cache_dir)
+    _, result = train_domain(
+        name, source, out, _config(opts), pairs=pairs, corpus=docs, backbone=opts["backbone"], cache_dir=cache_dir
+    )
     _report(result, out)
     click.echo(f"use it with DDR_MODULES={out} (passages need no re-indexing)")
 

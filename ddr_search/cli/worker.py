@@ -29,8 +29,9 @@ def ingest_with_workers(
     from ddr_search.client import DDRSearch
 
     client = DDRSearch(settings)
-    job_id = client.enqueue(path, domain, skip_invalid=skip_invalid, batch_size=batch_size,
-                            allow_domain_change=allow_domain_change)
+    job_id = client.enqueue(
+        path, domain, skip_invalid=skip_invalid, batch_size=batch_size, allow_domain_change=allow_domain_change
+    )
     for reason in skipped_reasons(client.job(job_id)):
         click.echo(f"skipped {reason}", err=True)
     if not wait:

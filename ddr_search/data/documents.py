@@ -67,11 +67,19 @@ def document_from_record(
         metadata = {}
     if not isinstance(metadata, Mapping):  # [] and 0 too: only an object (or nothing) is metadata
         raise fail(f"must be a JSON object, got {type(metadata).__name__}", "metadata")
-    for name, value in (("id", raw_id), ("title", title), ("text", text), ("metadata", metadata),
-                        ("domain", record.get("domain"))):
+    for name, value in (
+        ("id", raw_id),
+        ("title", title),
+        ("text", text),
+        ("metadata", metadata),
+        ("domain", record.get("domain")),
+    ):
         if (where := _unencodable(value)) is not None:
-            raise fail(f"holds {where}, which is not valid Unicode (a lone surrogate escape such as "
-                       "\\udc80 in the JSON): fix the text or drop the escape", name)
+            raise fail(
+                f"holds {where}, which is not valid Unicode (a lone surrogate escape such as "
+                "\\udc80 in the JSON): fix the text or drop the escape",
+                name,
+            )
     own = record.get("domain")
     if domain is None and own is not None:
         try:

@@ -1,10 +1,10 @@
 """The training entry points the CLI and the benchmark call: one function per phase.
 
-    train_general  phase 1: the general module alone (both sides pass through it)
-    train_domains  phase 2: domain modules + router jointly, general frozen, passages cached
-    train_domain   add one domain later: only its module (and router row) trains; asserts that every
-                   other module, the router's other rows and the passage encoder stay bit-identical
-    train_dr       the DR baseline: full fine-tuning of the backbone on the same pairs
+train_general  phase 1: the general module alone (both sides pass through it)
+train_domains  phase 2: domain modules + router jointly, general frozen, passages cached
+train_domain   add one domain later: only its module (and router row) trains; asserts that every
+               other module, the router's other rows and the passage encoder stay bit-identical
+train_dr       the DR baseline: full fine-tuning of the backbone on the same pairs
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ class PassageEncoder(TorchEncoder):
 
 
 def passage_encoder(model: DDRModel, backbone: Backbone, max_length: int | None = None) -> TorchEncoder:
-    return PassageEncoder(model, backbone.tokenizer, max_passage_length=max_length or backbone.max_seq_length,
-                          show_progress=True)
+    return PassageEncoder(
+        model, backbone.tokenizer, max_passage_length=max_length or backbone.max_seq_length, show_progress=True
+    )
 
 
 def build_candidates(
@@ -119,8 +120,9 @@ def _examples(pairs: Sequence[Pair], candidates: Mapping[str, Candidates]) -> li
 
 
 def _probe_passages(encoder: TorchEncoder, candidates: Mapping[str, Candidates]) -> np.ndarray:
-    return encoder.encode_passages(["a probe passage for the passage-encoder invariant",
-                                    "Vitamin D and bone fractures in older adults."])
+    return encoder.encode_passages(
+        ["a probe passage for the passage-encoder invariant", "Vitamin D and bone fractures in older adults."]
+    )
 
 
 # -- phase 1 ------------------------------------------------------------------------------------------
@@ -177,8 +179,12 @@ def _domain_task(
 
     def encoder_for(domain: str) -> TorchEncoder:
         if passage_lengths and domain in passage_lengths:
-            return PassageEncoder(encoder.model, encoder.tokenizer, max_passage_length=passage_lengths[domain],
-                                  show_progress=encoder.show_progress)
+            return PassageEncoder(
+                encoder.model,
+                encoder.tokenizer,
+                max_passage_length=passage_lengths[domain],
+                show_progress=encoder.show_progress,
+            )
         return encoder
 
     candidates = {
@@ -194,9 +200,15 @@ def _domain_task(
         train_pairs += _subsample(t, config.max_examples, config.seed)
         dev_pairs += v
     task = CachedQueryTask(
-        model, loaded.tokenizer, {d: c.matrix for d, c in candidates.items()},
-        _examples(train_pairs, candidates), _examples(dev_pairs, candidates), groups, config,
-        router_rows=router_rows, routed=routed,
+        model,
+        loaded.tokenizer,
+        {d: c.matrix for d, c in candidates.items()},
+        _examples(train_pairs, candidates),
+        _examples(dev_pairs, candidates),
+        groups,
+        config,
+        router_rows=router_rows,
+        routed=routed,
     )
     return task, {"train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
 
@@ -204,8 +216,9 @@ def _domain_task(
 def _check_domains(pairs: Sequence[Pair]) -> None:
     for i, pair in enumerate(pairs):
         if pair.domain is None:
-            raise InputError("every pair needs a domain for domain training (or pass --domain)", line=i + 1,
-                             field="domain")
+            raise InputError(
+                "every pair needs a domain for domain training (or pass --domain)", line=i + 1, field="domain"
+            )
 
 
 def _freeze(model: DDRModel) -> None:
@@ -237,12 +250,15 @@ def train_domains(
             model.add_domain_module(d)
     version = passage_encoder(model, loaded).version
     modules = sorted({m for d in domains for m in model.domain_map[d]})
-    groups = [{"name": f"domain:{m}", "params": _trainable(model.domain_modules[m]),
-               "lr": config.lr_for("domain", m)} for m in modules]
+    groups = [
+        {"name": f"domain:{m}", "params": _trainable(model.domain_modules[m]), "lr": config.lr_for("domain", m)}
+        for m in modules
+    ]
     rows = [model.module_names.index(m) for m in modules]
     groups.append({"name": "router", "params": _trainable(model.router), "lr": config.lr_for("router")})
-    task, counts = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows, dev=dev,
-                                passage_lengths=passage_lengths)
+    task, counts = _domain_task(
+        model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows, dev=dev, passage_lengths=passage_lengths
+    )
     result = train(task, config)
     _freeze(model)
     if passage_encoder(model, loaded).version != version:
@@ -292,10 +308,20 @@ def train_domain(
     version, probe = encoder.version, _probe_passages(encoder, {})
     model.add_domain_module(name)
     row = model.module_names.index(name)
-    groups = [{"name": f"domain:{name}", "params": _trainable(model.domain_modules[name]),
-               "lr": config.lr_for("domain")}]
-    task, counts = _domain_task(model, loaded, pairs, {name: corpus} if corpus else {}, config, cache_dir,
-                                groups, [row], passage_lengths={name: passage_length} if passage_length else None)
+    groups = [
+        {"name": f"domain:{name}", "params": _trainable(model.domain_modules[name]), "lr": config.lr_for("domain")}
+    ]
+    task, counts = _domain_task(
+        model,
+        loaded,
+        pairs,
+        {name: corpus} if corpus else {},
+        config,
+        cache_dir,
+        groups,
+        [row],
+        passage_lengths={name: passage_length} if passage_length else None,
+    )
     result = train(task, config)
     _freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)
@@ -375,8 +401,19 @@ def train_dr_cached(
     loaded = load_backbone(backbone)
     model = DDRModel(loaded, DEFAULT_PREFIX_LENGTH).eval()
     groups = [{"name": "backbone", "params": _trainable(model.encoder), "lr": config.lr_for("backbone")}]
-    task, _ = _domain_task(model, loaded, pairs, corpora or {}, config, cache_dir, groups, dev=dev,
-                           passages=passages, routed=False, passage_lengths=passage_lengths)
+    task, _ = _domain_task(
+        model,
+        loaded,
+        pairs,
+        corpora or {},
+        config,
+        cache_dir,
+        groups,
+        dev=dev,
+        passages=passages,
+        routed=False,
+        passage_lengths=passage_lengths,
+    )
     result = train(task, config)
     _freeze(model)
     return model, result

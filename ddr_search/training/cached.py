@@ -73,8 +73,9 @@ class CachedQueryTask:
             names = [f"domain:{m}" for m in modules]
             if len(modules) != 1 or any(len(self.model.domain_map.get(d, [])) > 1 for d in self.model.domain_map):
                 return {}
-            parts[domain] = [f"{g['name']}.{i}" for g in self.groups if g["name"] in names
-                             for i in range(len(g["params"]))]
+            parts[domain] = [
+                f"{g['name']}.{i}" for g in self.groups if g["name"] in names for i in range(len(g["params"]))
+            ]
         return {d: k for d, k in parts.items() if k} if len(parts) > 1 else {}
 
     # -- Task protocol ---------------------------------------------------------------------------
@@ -98,8 +99,9 @@ class CachedQueryTask:
                 p.copy_(state[f"{group['name']}.{i}"])
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_query_length,
-                              return_tensors="pt")
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.config.max_query_length, return_tensors="pt"
+        )
 
     def encode(self, examples: Sequence[CachedExample]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Query vectors under prior routing, and the router logits (for its loss)."""

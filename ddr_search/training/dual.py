@@ -105,9 +105,11 @@ class DualTask:
         for i in range(0, len(texts), 64):
             chunk = order[i : i + 64]
             pool[chunk] = self._encode([texts[j] for j in chunk], self.config.max_passage_length)
-        queries = torch.cat([
-            self._encode([p.query for p in self.dev_pairs[i : i + 64]], self.config.max_query_length)
-            for i in range(0, len(self.dev_pairs), 64)
-        ])
+        queries = torch.cat(
+            [
+                self._encode([p.query for p in self.dev_pairs[i : i + 64]], self.config.max_query_length)
+                for i in range(0, len(self.dev_pairs), 64)
+            ]
+        )
         positives = [[keys[p.key()] for p in pair.positives] for pair in self.dev_pairs]
         return ndcg_at_10((queries @ pool.T).numpy(), positives)

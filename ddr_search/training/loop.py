@@ -91,8 +91,11 @@ def _update_parts(task: Task, step: int, best_parts: dict[str, dict[str, object]
             continue
         if part not in best_parts or scores[part] > best_parts[part]["dev"] + min_delta:
             state = state or task.trainable_state()
-            best_parts[part] = {"dev": scores[part], "step": step,
-                                "state": {k: state[k].detach().clone() for k in keys}}
+            best_parts[part] = {
+                "dev": scores[part],
+                "step": step,
+                "state": {k: state[k].detach().clone() for k in keys},
+            }
 
 
 def train(task: Task, config: TrainConfig) -> TrainResult:
@@ -141,12 +144,24 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
 
     def save() -> None:
         if checkpoint is not None:
-            _save(checkpoint, {
-                "trainable": task.trainable_state(), "optimizer": optimizer.state_dict(), "step": step,
-                "bad": bad, "stopped": stopped, "baseline": baseline, "best": best, "best_step": best_step,
-                "best_state": best_state, "history": history, "elapsed": elapsed, "rng": torch.get_rng_state(),
-                "best_parts": best_parts,
-            })
+            _save(
+                checkpoint,
+                {
+                    "trainable": task.trainable_state(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "bad": bad,
+                    "stopped": stopped,
+                    "baseline": baseline,
+                    "best": best,
+                    "best_step": best_step,
+                    "best_state": best_state,
+                    "history": history,
+                    "elapsed": elapsed,
+                    "rng": torch.get_rng_state(),
+                    "best_parts": best_parts,
+                },
+            )
 
     bar = tqdm(total=total, initial=step, desc="training", unit="step", disable=not config.show_progress)
     started = time.perf_counter()
@@ -195,8 +210,14 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
     task.load_trainable_state(final)
     done = step
     return TrainResult(
-        baseline_dev=baseline, best_dev=best, best_step=best_step, steps=done, seconds=elapsed,
-        seconds_per_step=elapsed / max(1, done), stopped_early=stopped, history=history,
+        baseline_dev=baseline,
+        best_dev=best,
+        best_step=best_step,
+        steps=done,
+        seconds=elapsed,
+        seconds_per_step=elapsed / max(1, done),
+        stopped_early=stopped,
+        history=history,
         part_best={name: {"dev": float(p["dev"]), "step": int(p["step"])} for name, p in best_parts.items()},
     )
 

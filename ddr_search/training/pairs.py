@@ -80,7 +80,9 @@ def _passage(value: object, path: Path, line: int, where: str) -> Passage:
     if unknown:
         raise InputError(
             f"unknown passage field(s) {sorted(unknown)}; allowed: {sorted(PASSAGE_FIELDS)}",
-            path=path, line=line, field=where,
+            path=path,
+            line=line,
+            field=where,
         )
     text, title, pid = value.get("text"), value.get("title", ""), value.get("id")
     if not isinstance(text, str) or not (text.strip() or (isinstance(title, str) and title.strip())):

@@ -44,9 +44,7 @@ def _sentence_pair(doc: CorpusDoc, rng: random.Random, domain: str | None) -> Pa
     return Pair(parts[i], (Passage(rest, doc.id, doc.title),), (), domain, f"{doc.id}:sentence")
 
 
-def _crop_pair(
-    doc: CorpusDoc, rng: random.Random, domain: str | None, min_words: int, max_words: int
-) -> Pair | None:
+def _crop_pair(doc: CorpusDoc, rng: random.Random, domain: str | None, min_words: int, max_words: int) -> Pair | None:
     words = doc.text.split()
     if len(words) < 2 * min_words:
         return None

@@ -76,8 +76,10 @@ def test_an_id_moving_to_another_domain_is_refused_unless_asked_on_the_cli(tmp_p
         assert runner.invoke(cli, ["ingest", "--domain", "cooking", str(cooking)], env=env).exit_code == 0
         refused = runner.invoke(cli, ["ingest", "--domain", "astro", str(astro)], env=env)
         assert refused.exit_code == 1
-        assert "1 documents are stored already under another domain and would move: id 'd1' (cooking -> astro)" \
+        assert (
+            "1 documents are stored already under another domain and would move: id 'd1' (cooking -> astro)"
             in refused.stderr
+        )
         assert count(home) == 3  # nothing written
         moved = runner.invoke(cli, ["ingest", "--domain", "astro", "--allow-domain-change", str(astro)], env=env)
         assert moved.exit_code == 0, moved.output
@@ -91,8 +93,10 @@ def test_a_resumed_ingest_encodes_only_what_is_missing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     path = write(tmp_path / "corpus.jsonl", docs(50))
     interrupted = CountingEncoder(interrupt_on_call=3)
-    with DDRSearch(Settings(home=home), encoder=interrupted) as client, \
-            pytest.raises(IngestInterrupted, match=r"interrupted: 20 of 50 documents are stored .* Run the same"):
+    with (
+        DDRSearch(Settings(home=home), encoder=interrupted) as client,
+        pytest.raises(IngestInterrupted, match=r"interrupted: 20 of 50 documents are stored .* Run the same"),
+    ):
         client.ingest(path, batch_size=10)
     resumed = CountingEncoder()
     with DDRSearch(Settings(home=home), encoder=resumed) as client:
@@ -106,10 +110,13 @@ def test_a_resumed_ingest_encodes_only_what_is_missing(tmp_path: Path) -> None:
     assert again.passages == 1 and (report.written, report.unchanged, report.replaced) == (1, 49, 1)
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"DDR_ROUTING": "bogus"}, "invalid setting DDR_ROUTING='bogus'"),
-    ({"DDR_SEARCH__NORMALIZATION": "minmax"}, "invalid setting DDR_SEARCH__NORMALIZATION='minmax'"),
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DDR_ROUTING": "bogus"}, "invalid setting DDR_ROUTING='bogus'"),
+        ({"DDR_SEARCH__NORMALIZATION": "minmax"}, "invalid setting DDR_SEARCH__NORMALIZATION='minmax'"),
+    ],
+)
 def test_a_bad_setting_is_one_line_at_start_up(tmp_path: Path, env: dict[str, str], expected: str) -> None:
     result = CliRunner().invoke(cli, ["stats"], env={"DDR_HOME": str(tmp_path / "home"), **env})
     assert result.exit_code == 1
@@ -137,24 +144,29 @@ def test_a_password_inside_the_opensearch_url_never_shows(monkeypatch: pytest.Mo
         assert "secret" not in shown.replace("SecretStr", "")
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"query": 123}, "query must be a string, got int"),
-    ({"query": "  "}, "the query is empty"),
-    ({"query": "q", "k": 2.5}, "k must be a whole number >= 1, got 2.5"),
-    ({"query": "q", "k": 0}, "k must be a whole number >= 1, got 0"),
-    ({"query": "q", "mode": "fuzzy"}, "mode must be one of hybrid, dense, bm25, got 'fuzzy'"),
-    ({"query": "q", "routing": "random"}, "routing must be one of"),
-])
-def test_the_python_client_raises_input_error_for_bad_arguments_before_loading_a_model(tmp_path: Path, kwargs,
-                                                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"query": 123}, "query must be a string, got int"),
+        ({"query": "  "}, "the query is empty"),
+        ({"query": "q", "k": 2.5}, "k must be a whole number >= 1, got 2.5"),
+        ({"query": "q", "k": 0}, "k must be a whole number >= 1, got 0"),
+        ({"query": "q", "mode": "fuzzy"}, "mode must be one of hybrid, dense, bm25, got 'fuzzy'"),
+        ({"query": "q", "routing": "random"}, "routing must be one of"),
+    ],
+)
+def test_the_python_client_raises_input_error_for_bad_arguments_before_loading_a_model(
+    tmp_path: Path, kwargs, message: str
+) -> None:
     client = DDRSearch(Settings(home=tmp_path / "home"))
     with pytest.raises(InputError, match=message):
         client.search(**kwargs)
     assert client._encoder is None  # nothing was loaded to find out
 
 
-def test_json_hits_carry_a_snippet_unless_asked_for_the_full_text(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_hits_carry_a_snippet_unless_asked_for_the_full_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     long_text = "verbose " * 1000
     with DDRSearch(Settings(home=home), encoder=HashingEncoder()) as client:
@@ -164,19 +176,35 @@ def test_json_hits_carry_a_snippet_unless_asked_for_the_full_text(tmp_path: Path
     short = json.loads(CliRunner().invoke(cli, ["search", "verbose", "--json", "--mode", "bm25"], env=env).stdout)
     big = next(h for h in short if h["id"] == "big")
     assert big["text_chars"] == len(long_text) and len(big["text"]) == 504 and big["text"].endswith(" ...")
-    full = json.loads(CliRunner().invoke(cli, ["search", "verbose", "--json", "--mode", "bm25", "--full-text"],
-                                         env=env).stdout)
+    full = json.loads(
+        CliRunner().invoke(cli, ["search", "verbose", "--json", "--mode", "bm25", "--full-text"], env=env).stdout
+    )
     assert next(h for h in full if h["id"] == "big")["text"] == long_text
 
 
 def test_cli_filters_reach_the_search(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with DDRSearch(Settings(home=home), encoder=HashingEncoder()) as client:
-        client.ingest([{"id": f"d{y}", "text": "court ruling", "metadata": {"year": y, "lang": "en" if y % 2 else "de"}}
-                       for y in range(2015, 2025)])
+        client.ingest(
+            [
+                {"id": f"d{y}", "text": "court ruling", "metadata": {"year": y, "lang": "en" if y % 2 else "de"}}
+                for y in range(2015, 2025)
+            ]
+        )
     env = {"DDR_HOME": str(home)}
-    args = ["search", "court", "--mode", "bm25", "--json", "--filter", "year>=2020", "--filter", "year<2023",
-            "--filter", "lang=en,fr"]
+    args = [
+        "search",
+        "court",
+        "--mode",
+        "bm25",
+        "--json",
+        "--filter",
+        "year>=2020",
+        "--filter",
+        "year<2023",
+        "--filter",
+        "lang=en,fr",
+    ]
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
     assert sorted(h["id"] for h in json.loads(result.stdout)) == ["d2021"]
@@ -184,8 +212,9 @@ def test_cli_filters_reach_the_search(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "--filter 'year~2020': write key=value" in bad.stderr
 
 
-def test_a_store_trained_under_ddr_home_is_the_one_search_uses_next(tmp_path: Path,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_a_store_trained_under_ddr_home_is_the_one_search_uses_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import shutil
 
     from ddr_search.factory import PRETRAINED_DIR, default_module_store

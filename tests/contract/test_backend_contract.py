@@ -22,15 +22,27 @@ from ddr_search.types import Backend, Document
 from tests.connectors.opensearch.conftest import HashEncoder, indexed
 
 DOCS = [
-    Document("a", "fraud statute limitations", "A", "legal", {"lang": "en", "year": 2019, "tags": ["x", "y"],
-                                                            "date": "2019-05-01", "source": "court"}),
-    Document("b", "fraud detection cards", "B", "legal", {"lang": "de", "year": 2020, "tags": ["y"],
-                                                         "date": "2020-01-15"}),
-    Document("c", "vitamin supplements fraud", "C", "medical", {"lang": "en", "year": 2021, "tags": ["z"],
-                                                               "date": "2021-07-30", "source": "journal"}),
+    Document(
+        "a",
+        "fraud statute limitations",
+        "A",
+        "legal",
+        {"lang": "en", "year": 2019, "tags": ["x", "y"], "date": "2019-05-01", "source": "court"},
+    ),
+    Document(
+        "b", "fraud detection cards", "B", "legal", {"lang": "de", "year": 2020, "tags": ["y"], "date": "2020-01-15"}
+    ),
+    Document(
+        "c",
+        "vitamin supplements fraud",
+        "C",
+        "medical",
+        {"lang": "en", "year": 2021, "tags": ["z"], "date": "2021-07-30", "source": "journal"},
+    ),
     Document("d", "vitamin bone density", "D", "medical", {"lang": "fr", "year": 2022, "date": "2022-02-02"}),
-    Document("e", "attention tokens fraud", "E", None, {"lang": "en", "year": 2023, "tags": ["x"],
-                                                       "date": "2023-12-31"}),
+    Document(
+        "e", "attention tokens fraud", "E", None, {"lang": "en", "year": 2023, "tags": ["x"], "date": "2023-12-31"}
+    ),
     Document("f", "contract consideration fraud", "F", "legal", {"lang": "en", "year": 2018.5}),
 ]
 FILTER_CASES = {
@@ -95,8 +107,9 @@ BACKENDS: dict[str, Callable[[Path], Iterator[Contract]]] = {
 }
 
 
-@pytest.fixture(params=[pytest.param(name, marks=() if name == "embedded" else pytest.mark.cluster)
-                        for name in BACKENDS])
+@pytest.fixture(
+    params=[pytest.param(name, marks=() if name == "embedded" else pytest.mark.cluster) for name in BACKENDS]
+)
 def contract(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contract]:
     yield from BACKENDS[request.param](tmp_path / uuid.uuid4().hex[:6])
 
@@ -160,20 +173,21 @@ def test_metadata_filters_apply_before_top_k_in_every_mode(contract: Contract, c
     assert {i for i, _ in backend.dense_search(query, 1, filters=filters)} <= expected
     bm25 = {i for i, _ in backend.bm25_search("fraud", 10, filters=filters)}
     assert bm25 == expected & {"a", "b", "c", "e", "f"}  # the documents holding "fraud"
-    hybrid = search("fraud", backend=backend, encoder=HashEncoder(), settings=SearchSettings(), k=10,
-                    filters=filters)
+    hybrid = search("fraud", backend=backend, encoder=HashEncoder(), settings=SearchSettings(), k=10, filters=filters)
     assert {h.id for h in hybrid} == expected
     with_domain = {i for i, _ in backend.dense_search(query, 10, domain="legal", filters=filters)}
     assert with_domain == expected & {"a", "b", "f"}
 
 
 def test_a_bad_filter_is_one_clear_error() -> None:
-    for spec, message in (({"year": {"between": [1, 2]}}, "unknown operator 'between'"),
-                          ({"year": {"gte": "soon"}}, "neither a number nor an ISO-8601 date"),
-                          ({"year": {"gte": 2020, "lt": "2024-01-01"}}, "numbers or dates, not both"),
-                          ({"lang": []}, "an empty list matches nothing"),
-                          ({"bad key!": 1}, "filter key 'bad key!'"),
-                          ({"lang": {"a": 1}}, "unknown operator")):
+    for spec, message in (
+        ({"year": {"between": [1, 2]}}, "unknown operator 'between'"),
+        ({"year": {"gte": "soon"}}, "neither a number nor an ISO-8601 date"),
+        ({"year": {"gte": 2020, "lt": "2024-01-01"}}, "numbers or dates, not both"),
+        ({"lang": []}, "an empty list matches nothing"),
+        ({"bad key!": 1}, "filter key 'bad key!'"),
+        ({"lang": {"a": 1}}, "unknown operator"),
+    ):
         with pytest.raises(InputError, match=message):
             parse_filters(spec)
     assert {c.key for c in parse_filters({"source.site": "x"})} == {"source.site"}

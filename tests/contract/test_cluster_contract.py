@@ -35,10 +35,13 @@ def _opensearch(node: str) -> Iterator[Cluster]:
     target = next(targets)
     backend = target.backend(16, hybrid="client")
     try:
-        yield Cluster(node, backend,
-                      lambda v: admin.setup(backend, target.settings, dimension=16, encoder_version=v).actions,
-                      lambda enc: admin.reindex(backend, target.settings, enc, batch_size=4),
-                      target.settings.index)
+        yield Cluster(
+            node,
+            backend,
+            lambda v: admin.setup(backend, target.settings, dimension=16, encoder_version=v).actions,
+            lambda enc: admin.reindex(backend, target.settings, enc, batch_size=4),
+            target.settings.index,
+        )
     finally:
         targets.close()  # the target's own clean-up
 
@@ -51,16 +54,22 @@ def _elasticsearch(node: str) -> Iterator[Cluster]:
     target = next(targets)
     backend = target.backend(16)
     try:
-        yield Cluster(node, backend,
-                      lambda v: admin.setup(backend, target.settings, dimension=16, encoder_version=v).actions,
-                      lambda enc: admin.reindex(backend, target.settings, enc, batch_size=4),
-                      target.settings.index)
+        yield Cluster(
+            node,
+            backend,
+            lambda v: admin.setup(backend, target.settings, dimension=16, encoder_version=v).actions,
+            lambda enc: admin.reindex(backend, target.settings, enc, batch_size=4),
+            target.settings.index,
+        )
     finally:
         targets.close()  # the target's own clean-up
 
 
 CLUSTERS: dict[str, Callable[[str], Iterator[Cluster]]] = {
-    "os2.19": _opensearch, "os3.5": _opensearch, "es8": _elasticsearch, "es9": _elasticsearch,
+    "os2.19": _opensearch,
+    "os3.5": _opensearch,
+    "es8": _elasticsearch,
+    "es9": _elasticsearch,
 }
 
 

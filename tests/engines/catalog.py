@@ -121,12 +121,24 @@ _ES_SETTINGS = {
     "xpack.security.transport.ssl.enabled": "false",
 }
 for _spec in (
-    EngineSpec(name="elasticsearch-8.19.8", distribution="elasticsearch", version="8.19.8", java_home=JAVA_17,
-               zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.19.8:zip", settings=_ES_SETTINGS,
-               secure=True),
-    EngineSpec(name="elasticsearch-9.2.0", distribution="elasticsearch", version="9.2.0", java_home=JAVA_25,
-               zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:9.2.0:zip", settings=_ES_SETTINGS,
-               secure=True),
+    EngineSpec(
+        name="elasticsearch-8.19.8",
+        distribution="elasticsearch",
+        version="8.19.8",
+        java_home=JAVA_17,
+        zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.19.8:zip",
+        settings=_ES_SETTINGS,
+        secure=True,
+    ),
+    EngineSpec(
+        name="elasticsearch-9.2.0",
+        distribution="elasticsearch",
+        version="9.2.0",
+        java_home=JAVA_25,
+        zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:9.2.0:zip",
+        settings=_ES_SETTINGS,
+        secure=True,
+    ),
 ):
     ENGINES[_spec.name] = _spec
 

@@ -52,8 +52,17 @@ def maven_artifact(coordinates: str) -> Path:
     repo = ENGINES_HOME / "m2"
     path = repo / group.replace(".", "/") / artifact / version / f"{artifact}-{version}.{packaging}"
     if not path.exists():
-        _run(["mvn", "-q", "-B", f"-Dmaven.repo.local={repo}", "dependency:get",
-              f"-Dartifact={coordinates}", "-Dtransitive=false"])
+        _run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                f"-Dmaven.repo.local={repo}",
+                "dependency:get",
+                f"-Dartifact={coordinates}",
+                "-Dtransitive=false",
+            ]
+        )
     if not path.exists():
         raise EngineError(f"mvn fetched {coordinates} but {path} is missing")
     return path
@@ -106,18 +115,28 @@ def assemble(spec: EngineSpec) -> Path:
     _unzip_flat(maven_artifact(spec.zip), building)
     for module in spec.modules:
         _write_module(building, module, spec)
-    env = {**os.environ, "JAVA_HOME": spec.java_home, "OPENSEARCH_JAVA_HOME": spec.java_home,
-           "ES_JAVA_HOME": spec.java_home}
+    env = {
+        **os.environ,
+        "JAVA_HOME": spec.java_home,
+        "OPENSEARCH_JAVA_HOME": spec.java_home,
+        "ES_JAVA_HOME": spec.java_home,
+    }
     for plugin in spec.plugins:
-        _run([str(building / "bin" / "opensearch-plugin"), "install", "--batch", maven_artifact(plugin).as_uri()],
-             env=env, cwd=building)
+        _run(
+            [str(building / "bin" / "opensearch-plugin"), "install", "--batch", maven_artifact(plugin).as_uri()],
+            env=env,
+            cwd=building,
+        )
     if spec.distribution == "elasticsearch":
         _secure_elasticsearch(building, env)
     elif spec.secure:  # the plugin's own script: demo TLS certificates, security config, admin password
         script = building / "plugins" / "opensearch-security" / "tools" / "install_demo_configuration.sh"
         script.chmod(0o755)
-        _run(["bash", str(script), "-y", "-i", "-s"], env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD},
-             cwd=building)
+        _run(
+            ["bash", str(script), "-y", "-i", "-s"],
+            env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            cwd=building,
+        )
     (building / ".assembled").touch()
     shutil.rmtree(home, ignore_errors=True)
     building.rename(home)
@@ -129,15 +148,26 @@ def _secure_elasticsearch(home: Path, env: dict[str, str]) -> None:
     (deploy/elasticsearch/security-role.json, its index patterns widened to the tests' `ddr-test-*`)."""
     keystore = home / "bin" / "elasticsearch-keystore"
     _run([str(keystore), "create"], env=env, cwd=home)
-    subprocess.run([str(keystore), "add", "-x", "-f", "bootstrap.password"], input=ADMIN_PASSWORD + "\n",
-                   text=True, env=env, cwd=home, check=True, capture_output=True)
-    role = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "elasticsearch" / "security-role.json")
-                      .read_text())
+    subprocess.run(
+        [str(keystore), "add", "-x", "-f", "bootstrap.password"],
+        input=ADMIN_PASSWORD + "\n",
+        text=True,
+        env=env,
+        cwd=home,
+        check=True,
+        capture_output=True,
+    )
+    role = json.loads(
+        (Path(__file__).resolve().parents[2] / "deploy" / "elasticsearch" / "security-role.json").read_text()
+    )
     for rule in role["indices"]:
         rule["names"] = [*rule["names"], "ddr-test-*"]
     (home / "config" / "roles.yml").write_text(json.dumps({"ddr_search": role}) + "\n")  # JSON is YAML
-    _run([str(home / "bin" / "elasticsearch-users"), "useradd", ES_USER, "-p", ES_USER_PASSWORD, "-r", "ddr_search"],
-         env=env, cwd=home)
+    _run(
+        [str(home / "bin" / "elasticsearch-users"), "useradd", ES_USER, "-p", ES_USER_PASSWORD, "-r", "ddr_search"],
+        env=env,
+        cwd=home,
+    )
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -256,24 +286,45 @@ def start(name: str, *, port: int | None = None, keep_data: bool = False) -> dic
         command = ["runuser", "-u", user, "--", *command]
     console = (logs / "console.log").open("ab")
     # cwd: jvm.options writes logs/gc.log relative to it, so each node (even on a shared home) has its own
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=console, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-    record = {"name": name, "url": f"http://127.0.0.1:{port}", "port": port, "pid": process.pid,
-              "version": spec.version, "distribution": spec.distribution, "logs": str(logs)}
+    process = subprocess.Popen(
+        command,
+        cwd=root,
+        env=env,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    record = {
+        "name": name,
+        "url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "pid": process.pid,
+        "version": spec.version,
+        "distribution": spec.distribution,
+        "logs": str(logs),
+    }
     if spec.distribution == "elasticsearch":
         record.update(username="elastic", password=ADMIN_PASSWORD, user=ES_USER, user_password=ES_USER_PASSWORD)
     elif spec.secure:
-        record.update(url=f"https://127.0.0.1:{port}", ca_file=str(home / "config" / "root-ca.pem"),
-                      username="admin", password=ADMIN_PASSWORD)
+        record.update(
+            url=f"https://127.0.0.1:{port}",
+            ca_file=str(home / "config" / "root-ca.pem"),
+            username="admin",
+            password=ADMIN_PASSWORD,
+        )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not _healthy(record):
         if process.poll() is not None:
-            raise EngineError(f"{name} exited with {process.returncode}; see {logs}/console.log:\n"
-                              + _tail(logs / "console.log"))
+            raise EngineError(
+                f"{name} exited with {process.returncode}; see {logs}/console.log:\n" + _tail(logs / "console.log")
+            )
         if time.monotonic() > deadline:
             stop_pid(process.pid)
-            raise EngineError(f"{name} did not answer within {READY_TIMEOUT_S:.0f} s; see {logs}/console.log:\n"
-                              + _tail(logs / "console.log"))
+            raise EngineError(
+                f"{name} did not answer within {READY_TIMEOUT_S:.0f} s; see {logs}/console.log:\n"
+                + _tail(logs / "console.log")
+            )
         time.sleep(0.5)
     state_file(name).write_text(json.dumps(record, indent=2))
     return record

@@ -56,8 +56,9 @@ def test_tokens_match_bm25s(scifact_slice) -> None:
 
     _, texts, queries = scifact_slice
     sample = texts[:50] + queries
-    expected = bm25s.tokenize(sample, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
-                              show_progress=False)
+    expected = bm25s.tokenize(
+        sample, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
+    )
     assert tokenize(sample) == [list(t) for t in expected]
 
 

@@ -19,8 +19,10 @@ class PartsTaskDouble:
         self.last_parts: dict[str, float] = {}
 
     def param_groups(self):
-        return [{"name": "domain:a", "params": [self.a], "lr": 0.1},
-                {"name": "domain:b", "params": [self.b], "lr": 0.1}]
+        return [
+            {"name": "domain:a", "params": [self.a], "lr": 0.1},
+            {"name": "domain:b", "params": [self.b], "lr": 0.1},
+        ]
 
     def num_examples(self) -> int:
         return 8

@@ -38,8 +38,16 @@ def docs(shared_data) -> list[CorpusDoc]:
 
 
 def _config(tmp_path, **overrides) -> TrainConfig:
-    config = TrainConfig(batch_size=8, epochs=1, dev_fraction=0.2, max_query_length=32, max_passage_length=64,
-                         show_progress=False, eval_every=2, patience=10)
+    config = TrainConfig(
+        batch_size=8,
+        epochs=1,
+        dev_fraction=0.2,
+        max_query_length=32,
+        max_passage_length=64,
+        show_progress=False,
+        eval_every=2,
+        patience=10,
+    )
     config.lr["domain"] = 5e-2
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -59,8 +67,9 @@ def _task(backbone, docs, config):
     for p in params:
         p.requires_grad_(True)
     groups = [{"name": "domain:sci", "params": params, "lr": config.lr_for("domain")}]
-    return model, CachedQueryTask(model, backbone.tokenizer, {"sci": matrix}, examples[8:], examples[:8], groups,
-                                  config)
+    return model, CachedQueryTask(
+        model, backbone.tokenizer, {"sci": matrix}, examples[8:], examples[:8], groups, config
+    )
 
 
 def test_a_few_steps_reduce_the_loss(fresh_backbone, docs, tmp_path):
@@ -131,8 +140,10 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
 
 
 def test_general_phase_and_dr_baseline_run(docs, tmp_path):
-    pairs = [Pair(d.title, (Passage(d.text, d.id),), (Passage(docs[(i + 1) % len(docs)].text),), None, d.id)
-             for i, d in enumerate(docs[:24])]
+    pairs = [
+        Pair(d.title, (Passage(d.text, d.id),), (Passage(docs[(i + 1) % len(docs)].text),), None, d.id)
+        for i, d in enumerate(docs[:24])
+    ]
     config = _config(tmp_path, max_steps=2, min_delta=-1.0)
     model, result = train_general(pairs, tmp_path / "store", config, prefix_length=4)
     assert result.steps == 2 and (tmp_path / "store" / "modules" / "general.safetensors").exists()

@@ -218,8 +218,13 @@ def test_an_ingest_nobody_consumes_stops_waiting_with_one_line_and_stays_queued(
     write_corpus(tmp_path / "corpus.jsonl", 5)
     env = worker_env(tmp_path / "home", redis_url, queue_name, DDR_WORKERS__STALL_TIMEOUT_S="2")
     try:
-        done = subprocess.run([str(DDR_SEARCH), "ingest", str(tmp_path / "corpus.jsonl")], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [str(DDR_SEARCH), "ingest", str(tmp_path / "corpus.jsonl")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         delete_queue(redis_url, queue_name)
     assert done.returncode == 1

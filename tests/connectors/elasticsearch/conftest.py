@@ -31,8 +31,14 @@ class EsTarget:
 
     def backend(self, dimension: int = 16, **kwargs: Any) -> ElasticsearchBackend:
         kwargs.setdefault("initial_backoff_s", 0.01)
-        return ElasticsearchBackend(build_client(self.settings), alias=self.settings.index, url=self.settings.url,
-                                    dimension=dimension, num_candidates=self.settings.num_candidates, **kwargs)
+        return ElasticsearchBackend(
+            build_client(self.settings),
+            alias=self.settings.index,
+            url=self.settings.url,
+            dimension=dimension,
+            num_candidates=self.settings.num_candidates,
+            **kwargs,
+        )
 
     def ready(self, dimension: int = 16, version: str = "hash-a", **kwargs: Any) -> ElasticsearchBackend:
         backend = self.backend(dimension, **kwargs)
@@ -50,10 +56,12 @@ def es_settings(name: str, alias: str) -> tuple[ElasticsearchSettings, Elasticse
     if record is None:
         service_missing(f"the {NODES[name]} test node is not running")
     base = ElasticsearchSettings(url=str(record["url"]), index=alias, analyzer="standard", replicas=0)
-    user = base.model_copy(update={"username": str(record["user"]),
-                                   "password": SecretStr(str(record["user_password"]))})
-    superuser = base.model_copy(update={"username": str(record["username"]),
-                                        "password": SecretStr(str(record["password"]))})
+    user = base.model_copy(
+        update={"username": str(record["user"]), "password": SecretStr(str(record["user_password"]))}
+    )
+    superuser = base.model_copy(
+        update={"username": str(record["username"]), "password": SecretStr(str(record["password"]))}
+    )
     return user, superuser
 
 

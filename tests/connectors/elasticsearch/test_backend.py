@@ -39,7 +39,11 @@ def test_setup_twice_creates_template_index_and_alias_once(es_target: EsTarget) 
     mapping = build_client(es_target.admin_settings).indices.get_mapping(index=f"{alias}-vhash-a")
     vector = mapping[f"{alias}-vhash-a"]["mappings"]["properties"]["embedding"]
     assert (vector["type"], vector["dims"], vector["similarity"], vector["index_options"]["type"]) == (
-        "dense_vector", 16, "dot_product", "hnsw")
+        "dense_vector",
+        16,
+        "dot_product",
+        "hnsw",
+    )
     with pytest.raises(BackendError, match="16-dimensional vectors but the encoder makes 8"):
         admin.setup(backend, es_target.settings, dimension=8, encoder_version="hash-a")
 
@@ -72,8 +76,11 @@ def test_a_refused_document_is_named_and_the_rest_are_indexed(es_target: EsTarge
     backend = es_target.ready()
     backend.upsert(indexed(HashEncoder(), CORPUS[:1]))  # metadata.year -> long
     bad = Document("bad", "a year in words", "Odd", None, {"year": "nineteen"})
-    with pytest.raises(DocumentsRejected, match=r"1 of 2 documents were not indexed: id 'bad': "
-                                                r"document_parsing_exception|mapper_parsing_exception") as caught:
+    with pytest.raises(
+        DocumentsRejected,
+        match=r"1 of 2 documents were not indexed: id 'bad': "
+        r"document_parsing_exception|mapper_parsing_exception",
+    ) as caught:
         backend.upsert(indexed(HashEncoder(), [bad, CORPUS[1]]))
     assert list(caught.value.failures) == ["bad"]
     backend.refresh()
@@ -150,8 +157,10 @@ def test_the_role_is_refused_everything_else_in_one_line(es_target: EsTarget) ->
     if es_target.name not in NODES:
         pytest.skip("the test nodes' file-realm user")
     client = build_client(es_target.settings)
-    with pytest.raises(BackendError, match="403 forbidden: the user lacks a permission"), \
-            wrapped("create index", es_target.settings.url):
+    with (
+        pytest.raises(BackendError, match="403 forbidden: the user lacks a permission"),
+        wrapped("create index", es_target.settings.url),
+    ):
         client.indices.create(index="not-ddr-index")
 
 
@@ -173,15 +182,22 @@ def test_a_wrong_password_and_a_dead_cluster_are_one_clear_line(es_target: EsTar
     assert time.monotonic() - started < 3
 
 
-def test_the_client_and_the_cli_run_on_elasticsearch_through_the_settings(es_target: EsTarget, tmp_path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_client_and_the_cli_run_on_elasticsearch_through_the_settings(
+    es_target: EsTarget, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ddr_search.cli.main import cli
     from ddr_search.client import DDRSearch
     from ddr_search.settings import Settings
 
     s = es_target.settings
-    for key, value in {"URL": s.url, "USERNAME": s.username, "PASSWORD": s.password.get_secret_value(),
-                       "INDEX": s.index, "ANALYZER": s.analyzer, "REPLICAS": str(s.replicas)}.items():
+    for key, value in {
+        "URL": s.url,
+        "USERNAME": s.username,
+        "PASSWORD": s.password.get_secret_value(),
+        "INDEX": s.index,
+        "ANALYZER": s.analyzer,
+        "REPLICAS": str(s.replicas),
+    }.items():
         monkeypatch.setenv(f"DDR_ELASTICSEARCH__{key}", str(value))
     monkeypatch.setenv("DDR_HOME", str(tmp_path / "home"))
     monkeypatch.setattr("ddr_search.factory.build_encoder", lambda settings: HashEncoder())
@@ -199,8 +215,9 @@ def test_the_client_and_the_cli_run_on_elasticsearch_through_the_settings(es_tar
 
 
 @pytest.mark.slow
-def test_a_real_worker_ingests_into_elasticsearch(es_target: EsTarget, tmp_path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_real_worker_ingests_into_elasticsearch(
+    es_target: EsTarget, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The Celery workers write to Elasticsearch unchanged: a real `ddr-search worker` embeds a job into it."""
     import uuid
 
@@ -215,11 +232,17 @@ def test_a_real_worker_ingests_into_elasticsearch(es_target: EsTarget, tmp_path,
         service_missing("Redis is not running on localhost:6379")
     s = es_target.settings
     queue = f"ddr-test-es-{uuid.uuid4().hex[:8]}"
-    env = worker_env(tmp_path / "home", REDIS_URL, queue, DDR_ELASTICSEARCH__URL=str(s.url),
-                     DDR_ELASTICSEARCH__USERNAME=str(s.username),
-                     DDR_ELASTICSEARCH__PASSWORD=s.password.get_secret_value() if s.password else "",
-                     DDR_ELASTICSEARCH__INDEX=s.index, DDR_ELASTICSEARCH__ANALYZER=s.analyzer,
-                     DDR_ELASTICSEARCH__REPLICAS=str(s.replicas))
+    env = worker_env(
+        tmp_path / "home",
+        REDIS_URL,
+        queue,
+        DDR_ELASTICSEARCH__URL=str(s.url),
+        DDR_ELASTICSEARCH__USERNAME=str(s.username),
+        DDR_ELASTICSEARCH__PASSWORD=s.password.get_secret_value() if s.password else "",
+        DDR_ELASTICSEARCH__INDEX=s.index,
+        DDR_ELASTICSEARCH__ANALYZER=s.analyzer,
+        DDR_ELASTICSEARCH__REPLICAS=str(s.replicas),
+    )
     for key, value in env.items():
         if key.startswith("DDR_"):
             monkeypatch.setenv(key, value)

@@ -67,30 +67,56 @@ class HashEncoder:
         self.encoded += len(texts)
         return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self._dimension), np.float32)
 
-    def encode_queries(self, texts: Sequence[str], *, domain: str | None = None,
-                       routing: RoutingMode | None = None, batch_size: int = 64) -> QueryEncoding:
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        domain: str | None = None,
+        routing: RoutingMode | None = None,
+        batch_size: int = 64,
+    ) -> QueryEncoding:
         return QueryEncoding(np.stack([self._vec(t) for t in texts]), [{"general": 1.0} for _ in texts])
 
 
 CORPUS = [
-    Document("d1", "The statute of limitations for fraud begins when the fraud is discovered.", "Fraud claims",
-             "legal", {"year": 2019, "court": "appeals"}),
-    Document("d2", "A contract requires offer, acceptance and consideration.", "Contract law", "legal",
-             {"year": 2020}),
+    Document(
+        "d1",
+        "The statute of limitations for fraud begins when the fraud is discovered.",
+        "Fraud claims",
+        "legal",
+        {"year": 2019, "court": "appeals"},
+    ),
+    Document("d2", "A contract requires offer, acceptance and consideration.", "Contract law", "legal", {"year": 2020}),
     Document("d3", "Negligence claims need duty, breach, causation and damages.", "Torts", "legal", {"year": 2021}),
-    Document("d4", "Vitamin D supplementation did not reduce fractures in older adults.", "Vitamin D", "medical",
-             {"year": 2019}),
-    Document("d5", "Alveolar macrophages clear inhaled particles from the lower respiratory tract.", "Lungs",
-             "medical", {"year": 2018}),
+    Document(
+        "d4",
+        "Vitamin D supplementation did not reduce fractures in older adults.",
+        "Vitamin D",
+        "medical",
+        {"year": 2019},
+    ),
+    Document(
+        "d5",
+        "Alveolar macrophages clear inhaled particles from the lower respiratory tract.",
+        "Lungs",
+        "medical",
+        {"year": 2018},
+    ),
     Document("d6", "Statins lower cholesterol and the risk of heart attacks.", "Statins", "medical", {"year": 2022}),
-    Document("d7", "Transformers use self-attention to relate every token to every other token.", "Attention",
-             None, {"year": 2017}),
-    Document("d8", "Fraud detection models flag unusual card transactions.", "Fraud detection", None,
-             {"year": 2023}),
-    Document("d9", "The court held the limitations period was tolled by the fraud.", "Tolling", "legal",
-             {"year": 2018}),
-    Document("d10", "Randomised trials of vitamin supplements for bone health.", "Supplements", "medical",
-             {"year": 2020}),
+    Document(
+        "d7",
+        "Transformers use self-attention to relate every token to every other token.",
+        "Attention",
+        None,
+        {"year": 2017},
+    ),
+    Document("d8", "Fraud detection models flag unusual card transactions.", "Fraud detection", None, {"year": 2023}),
+    Document(
+        "d9", "The court held the limitations period was tolled by the fraud.", "Tolling", "legal", {"year": 2018}
+    ),
+    Document(
+        "d10", "Randomised trials of vitamin supplements for bone health.", "Supplements", "medical", {"year": 2020}
+    ),
 ]
 
 
@@ -118,8 +144,9 @@ class Target:
     def backend(self, dimension: int = 16, **kwargs: Any) -> OpenSearchBackend:
         kwargs.setdefault("initial_backoff_s", 0.01)
         kwargs.setdefault("ef_search", self.settings.hnsw_ef_search)
-        return OpenSearchBackend(self.client(), alias=self.settings.index, url=self.settings.url,
-                                 dimension=dimension, **kwargs)
+        return OpenSearchBackend(
+            self.client(), alias=self.settings.index, url=self.settings.url, dimension=dimension, **kwargs
+        )
 
 
 def target_settings(name: str, alias: str) -> OpenSearchSettings:

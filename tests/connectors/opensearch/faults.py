@@ -40,12 +40,22 @@ class FaultConnection(Urllib3HttpConnection):
         self.faults = faults
 
     def _fail(self, status: int, kind: str, reason: str) -> None:
-        payload = {"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
-                   "status": status}
+        payload = {
+            "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+            "status": status,
+        }
         self._raise_error(status, json.dumps(payload), "application/json")
 
-    def perform_request(self, method: str, url: str, params: Any = None, body: Any = None,  # type: ignore[override]
-                        timeout: Any = None, ignore: Any = (), headers: Any = None) -> Any:
+    def perform_request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        body: Any = None,  # type: ignore[override]
+        timeout: Any = None,
+        ignore: Any = (),
+        headers: Any = None,
+    ) -> Any:
         path = url.split("?")[0]
         for suffix, left in self.faults.fail_paths.items():
             if path.endswith(suffix) and left > 0:
@@ -61,15 +71,16 @@ class FaultConnection(Urllib3HttpConnection):
             answer = self._bulk(path, params, body)
             if answer is not None:
                 return answer
-        return super().perform_request(method, url, params=params, body=body, timeout=timeout, ignore=ignore,
-                                       headers=headers)
+        return super().perform_request(
+            method, url, params=params, body=body, timeout=timeout, ignore=ignore, headers=headers
+        )
 
     def _bulk(self, path: str, params: Any, body: Any) -> Any:
         lines = [ln for ln in _text(body).split("\n") if ln.strip()]
         ops: list[tuple[str, str | None]] = []
         i = 0
         while i < len(lines):
-            (op, _meta), = json.loads(lines[i]).items()
+            ((op, _meta),) = json.loads(lines[i]).items()
             has_source = op in ("index", "create", "update")
             ops.append((lines[i], lines[i + 1] if has_source else None))
             i += 2 if has_source else 1
@@ -93,8 +104,18 @@ class FaultConnection(Urllib3HttpConnection):
         for doc_id, r, (action_line, _) in zip(ids, rejected, ops, strict=True):
             op = next(iter(json.loads(action_line)))
             if r:
-                out.append({op: {"_id": doc_id, "status": 429, "error": {
-                    "type": "es_rejected_execution_exception", "reason": "injected: write queue full"}}})
+                out.append(
+                    {
+                        op: {
+                            "_id": doc_id,
+                            "status": 429,
+                            "error": {
+                                "type": "es_rejected_execution_exception",
+                                "reason": "injected: write queue full",
+                            },
+                        }
+                    }
+                )
             else:
                 out.append(next(real))
         return 200, {"content-type": "application/json"}, json.dumps({"took": 1, "errors": True, "items": out})

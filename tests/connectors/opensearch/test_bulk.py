@@ -59,9 +59,11 @@ def test_partial_failure_names_each_rejected_document_and_keeps_the_rest(target:
     enc = HashEncoder()
     backend.upsert(indexed(enc, CORPUS[:2]))
     backend.refresh()
-    bad = [Document("bad1", "some text", "t", "legal", {"year": "not a year"}),
-           Document("ok1", "fine text", "t", "legal", {"year": 2001}),
-           Document("bad2", "more text", "t", None, {"year": {"nested": True}})]
+    bad = [
+        Document("bad1", "some text", "t", "legal", {"year": "not a year"}),
+        Document("ok1", "fine text", "t", "legal", {"year": 2001}),
+        Document("bad2", "more text", "t", None, {"year": {"nested": True}}),
+    ]
     with pytest.raises(BackendError) as info:
         backend.upsert(indexed(enc, bad))
     message = str(info.value)
@@ -161,8 +163,10 @@ def test_a_mapping_conflict_fails_that_document_only_and_a_worker_batch_keeps_th
     backend.upsert(indexed(HashEncoder(), CORPUS[:1]))  # year: 2019 -> long
     backend.refresh()
     bad = {"id": "bad", "title": "Odd", "text": "a year in words", "metadata": {"year": "nineteen"}}
-    good = [{"id": d.id, "title": d.title, "text": d.text, "domain": d.domain, "metadata": dict(d.metadata)}
-            for d in CORPUS[1:4]]
+    good = [
+        {"id": d.id, "title": d.title, "text": d.text, "domain": d.domain, "metadata": dict(d.metadata)}
+        for d in CORPUS[1:4]
+    ]
     with pytest.raises(DocumentsRejected) as caught:
         backend.upsert(indexed(HashEncoder(), [Document("bad", "a year in words", "Odd", None, {"year": "nineteen"})]))
     assert list(caught.value.failures) == ["bad"]

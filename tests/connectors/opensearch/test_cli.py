@@ -26,10 +26,12 @@ def test_setup_twice(env: dict[str, str], target: Target) -> None:
     assert first.exit_code == 0, first.output
     alias = target.settings.index
     assert f"created index {alias}-vhash-a" in first.output
-    expected = {"os2.19": "cluster: opensearch 2.19.1; plugins: opensearch-knn, opensearch-neural-search; "
-                          "native hybrid query: available",
-                "os3.5": "cluster: opensearch 3.5.0; plugins: opensearch-knn; native hybrid query: no (hybrid fuses "
-                         "on the client over _msearch)"}
+    expected = {
+        "os2.19": "cluster: opensearch 2.19.1; plugins: opensearch-knn, opensearch-neural-search; "
+        "native hybrid query: available",
+        "os3.5": "cluster: opensearch 3.5.0; plugins: opensearch-knn; native hybrid query: no (hybrid fuses "
+        "on the client over _msearch)",
+    }
     if target.name in expected:
         assert expected[target.name] in first.output
     second = runner.invoke(cli, ["setup", "--dimension", "16", "--encoder-version", "hash-a"])
@@ -66,4 +68,5 @@ def test_cli_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 1
     assert result.output.strip() == (
         "error: reindex works on a cluster: set DDR_OPENSEARCH__URL or DDR_ELASTICSEARCH__URL (the embedded store "
-        "needs none)")
+        "needs none)"
+    )

@@ -19,8 +19,14 @@ from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import IndexedDocument
 from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target
 
-QUERIES = ["fraud limitations period", "vitamin supplements bone", "court tolling fraud", "heart cholesterol",
-           "attention token", "contract negligence damages"]
+QUERIES = [
+    "fraud limitations period",
+    "vitamin supplements bone",
+    "court tolling fraud",
+    "heart cholesterol",
+    "attention token",
+    "contract negligence damages",
+]
 
 
 def positive_documents(encoder: HashEncoder) -> list[IndexedDocument]:
@@ -46,8 +52,11 @@ def test_same_top10_as_the_embedded_backend(target: Target, tmp_path, technique:
             query /= np.linalg.norm(query)
             for domain in (None, "legal"):
                 ours = opensearch.hybrid_search(text, query, 10, domain=domain, config=config, candidates=100)
-                theirs = fuse([embedded.bm25_search(text, 100, domain=domain),
-                               embedded.dense_search(query, 100, domain=domain)], config, k=10)
+                theirs = fuse(
+                    [embedded.bm25_search(text, 100, domain=domain), embedded.dense_search(query, 100, domain=domain)],
+                    config,
+                    k=10,
+                )
                 assert [f.id for f in ours] == [f.id for f in theirs], (text, domain)
                 # dense sub-scores agree exactly; BM25 ones do not (see the test below), so fused scores
                 # differ a little while the ranking is the same
@@ -90,8 +99,10 @@ def test_the_query_path_ranks_alike_on_both_backends(target: Target, tmp_path, m
     opensearch = target.backend(16)
     admin.setup(opensearch, target.settings, dimension=16, encoder_version=encoder.version)
     settings = Settings(home=tmp_path / "home", search=SearchSettings(normalization="rrf"))
-    with DDRSearch(settings, encoder=encoder, backend=opensearch) as over_os, \
-            DDRSearch(settings, encoder=encoder, backend=EmbeddedBackend(tmp_path / "embedded", 16)) as local:
+    with (
+        DDRSearch(settings, encoder=encoder, backend=opensearch) as over_os,
+        DDRSearch(settings, encoder=encoder, backend=EmbeddedBackend(tmp_path / "embedded", 16)) as local,
+    ):
         for client in (over_os, local):
             client.ingest(CORPUS)
         assert over_os.stats()["domains"] == local.stats()["domains"] == {"legal": 4, "medical": 4}
@@ -102,4 +113,5 @@ def test_the_query_path_ranks_alike_on_both_backends(target: Target, tmp_path, m
                 assert [h.id for h in a] == [h.id for h in b], (text, domain)
                 assert [h.dense_score for h in a] == pytest.approx([h.dense_score for h in b], abs=1e-5)
                 assert [(h.title, h.text, h.domain, dict(h.metadata)) for h in a] == [
-                    (h.title, h.text, h.domain, dict(h.metadata)) for h in b]
+                    (h.title, h.text, h.domain, dict(h.metadata)) for h in b
+                ]

@@ -54,8 +54,9 @@ class StubCluster:
                     content_type = "text/plain"
                 elif stub.mode == "forbidden":
                     status, content_type = 403, "application/json"
-                    body = json.dumps({"error": {"type": "security_exception", "reason": "no permissions"},
-                                       "status": 403}).encode()
+                    body = json.dumps(
+                        {"error": {"type": "security_exception", "reason": "no permissions"}, "status": 403}
+                    ).encode()
                 else:
                     status, body, content_type = 200, json.dumps(INFO).encode(), "application/json"
                 try:
@@ -181,10 +182,15 @@ def test_tls_settings_reach_the_connection(tmp_path) -> None:
     ca.write_text("-----BEGIN CERTIFICATE-----\n")  # content is checked by the TLS handshake, not here
     from connectors.opensearch.client import client_kwargs
 
-    kwargs = client_kwargs(OpenSearchSettings(url="https://a.example:9200,https://b.example", ca_file=ca,
-                                              username="u", password=SecretStr(PASSWORD)))
-    assert [(h["host"], h["port"], h["use_ssl"]) for h in kwargs["hosts"]] == [("a.example", 9200, True),
-                                                                             ("b.example", 443, True)]
+    kwargs = client_kwargs(
+        OpenSearchSettings(
+            url="https://a.example:9200,https://b.example", ca_file=ca, username="u", password=SecretStr(PASSWORD)
+        )
+    )
+    assert [(h["host"], h["port"], h["use_ssl"]) for h in kwargs["hosts"]] == [
+        ("a.example", 9200, True),
+        ("b.example", 443, True),
+    ]
     assert kwargs["verify_certs"] is True and kwargs["ca_certs"] == str(ca)
     assert kwargs["http_auth"] == ("u", PASSWORD) and kwargs["max_retries"] == 0
     assert client_kwargs(OpenSearchSettings(url="http://h:9200"))["verify_certs"] is True  # on by default

@@ -42,8 +42,9 @@ def node() -> Iterator[dict[str, object]]:
 
 @pytest.fixture()
 def target(node: dict[str, object]) -> Iterator[Target]:
-    settings = OpenSearchSettings(url=str(node["url"]), index=f"ddr-test-{uuid.uuid4().hex[:8]}",
-                                  knn_engine="lucene", replicas=0, timeout_s=5)
+    settings = OpenSearchSettings(
+        url=str(node["url"]), index=f"ddr-test-{uuid.uuid4().hex[:8]}", knn_engine="lucene", replicas=0, timeout_s=5
+    )
     try:
         yield Target("faults", settings)
     finally:
@@ -69,7 +70,8 @@ def test_bulk_429s_from_a_full_write_queue_are_retried_and_lose_nothing(target: 
     def write(part: list[Document]) -> None:
         try:
             target.backend(16, chunk_size=25, initial_backoff_s=0.05, max_retries=12).upsert(
-                indexed(HashEncoder(), part))
+                indexed(HashEncoder(), part)
+            )
         except BaseException as e:  # reported below; a thread's exception would vanish
             errors.append(e)
 
@@ -104,8 +106,9 @@ def test_node_down_at_search_time_is_one_clear_error_within_the_timeout(target: 
     assert backend.count() == 10  # acknowledged writes survive the kill
 
 
-def test_sigkilled_node_during_a_worker_ingest_loses_and_duplicates_nothing(target: Target, tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigkilled_node_during_a_worker_ingest_loses_and_duplicates_nothing(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real `ddr-search worker` writes to the node; the node dies mid-job and comes back on the same port:
     the worker's retries (backoff) carry every batch through, each document is stored once, and the job
     record says done with no failure."""
@@ -119,9 +122,17 @@ def test_sigkilled_node_during_a_worker_ingest_loses_and_duplicates_nothing(targ
     if not reachable(6379):
         service_missing("Redis is not running on localhost:6379")
     queue = f"ddr-test-nodekill-{uuid.uuid4().hex[:8]}"
-    env = worker_env(tmp_path / "home", REDIS_URL, queue, DDR_OPENSEARCH__URL=str(target.settings.url),
-                     DDR_OPENSEARCH__INDEX=target.settings.index, DDR_OPENSEARCH__KNN_ENGINE="lucene",
-                     DDR_OPENSEARCH__REPLICAS="0", DDR_OPENSEARCH__TIMEOUT_S="5", DDR_WORKERS__MAX_RETRIES="10")
+    env = worker_env(
+        tmp_path / "home",
+        REDIS_URL,
+        queue,
+        DDR_OPENSEARCH__URL=str(target.settings.url),
+        DDR_OPENSEARCH__INDEX=target.settings.index,
+        DDR_OPENSEARCH__KNN_ENGINE="lucene",
+        DDR_OPENSEARCH__REPLICAS="0",
+        DDR_OPENSEARCH__TIMEOUT_S="5",
+        DDR_WORKERS__MAX_RETRIES="10",
+    )
     for key, value in env.items():
         if key.startswith("DDR_"):
             monkeypatch.setenv(key, value)
@@ -133,11 +144,16 @@ def test_sigkilled_node_during_a_worker_ingest_loses_and_duplicates_nothing(targ
         from ddr_search.factory import build_encoder
 
         encoder = build_encoder(settings)
-        admin.setup(target.backend(encoder.dimension), target.settings, dimension=encoder.dimension,
-                    encoder_version=encoder.version)
+        admin.setup(
+            target.backend(encoder.dimension),
+            target.settings,
+            dimension=encoder.dimension,
+            encoder_version=encoder.version,
+        )
         jobs = build_job_store(settings)
-        job_id = submit(build_celery_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"),
-                        batch_size=20)
+        job_id = submit(
+            build_celery_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20
+        )
         deadline = time.monotonic() + 300
         while jobs.status(job_id).batches_done < 3:
             assert time.monotonic() < deadline, f"stuck at {jobs.status(job_id)}"

@@ -33,8 +33,7 @@ def test_reindex_fills_a_new_version_then_switches_the_alias_atomically(target: 
     def during(written: int) -> None:  # search keeps being served by the old version while filling
         seen.append((written, serving(target), backend.count()))
 
-    report = admin.reindex(backend, target.settings, HashEncoder("hash-b", dimension=8), batch_size=4,
-                           on_batch=during)
+    report = admin.reindex(backend, target.settings, HashEncoder("hash-b", dimension=8), batch_size=4, on_batch=during)
     assert seen == [(4, [old], 10), (8, [old], 10), (10, [old], 10)]
     assert report.switched and report.new_index == new and report.old_indices == [old] and report.documents == 10
     assert serving(target) == [new]
@@ -84,9 +83,14 @@ def test_a_document_the_new_index_refuses_aborts_before_the_switch(target: Targe
     backend = loaded(target)
     alias = target.settings.index
     client = target.client()
-    client.indices.put_index_template(name=f"{alias}-strict", body={
-        "index_patterns": [f"{alias}-vhash-c*"], "priority": 500,
-        "template": {"mappings": {"properties": {"metadata": {"properties": {"court": {"type": "integer"}}}}}}})
+    client.indices.put_index_template(
+        name=f"{alias}-strict",
+        body={
+            "index_patterns": [f"{alias}-vhash-c*"],
+            "priority": 500,
+            "template": {"mappings": {"properties": {"metadata": {"properties": {"court": {"type": "integer"}}}}}},
+        },
+    )
     try:
         with pytest.raises(BackendError, match=r"1 of 4 documents were not indexed: id 'd1'.*metadata.court"):
             admin.reindex(backend, target.settings, HashEncoder("hash-c"), batch_size=4)

@@ -18,8 +18,13 @@ from tests.connectors.opensearch.faults import FaultState
 
 def loaded(target: Target, **kwargs: object):
     backend = target.backend(16, **kwargs)
-    admin.setup(backend, target.settings, dimension=16, encoder_version="hash-a",
-                fusion_configs=admin.default_fusion_configs((0.5, 0.5)))
+    admin.setup(
+        backend,
+        target.settings,
+        dimension=16,
+        encoder_version="hash-a",
+        fusion_configs=admin.default_fusion_configs((0.5, 0.5)),
+    )
     backend.upsert(indexed(HashEncoder()))
     backend.refresh()
     return backend
@@ -69,9 +74,13 @@ def test_innerproduct_scores_follow_the_documented_formula_and_invert(target: Ta
     client = target.client()
     index = f"{target.settings.index}-vscores"
     method = {"name": "hnsw", "space_type": "innerproduct", "engine": target.settings.knn_engine}
-    client.indices.create(index=index, body={
-        "settings": {"index": {"knn": True, "number_of_replicas": target.settings.replicas}},
-        "mappings": {"properties": {"v": {"type": "knn_vector", "dimension": 2, "method": method}}}})
+    client.indices.create(
+        index=index,
+        body={
+            "settings": {"index": {"knn": True, "number_of_replicas": target.settings.replicas}},
+            "mappings": {"properties": {"v": {"type": "knn_vector", "dimension": 2, "method": method}}},
+        },
+    )
     vectors = {"a": [0.6, 0.8], "b": [-0.6, -0.8], "c": [1.0, 0.0], "d": [0.0, 1.0]}
     for doc_id, v in vectors.items():
         client.index(index=index, id=doc_id, body={"v": v})
@@ -111,13 +120,23 @@ def test_dense_request_puts_the_filter_inside_knn(faulty_target: Target) -> None
     query = HashEncoder().encode_queries(["vitamin"]).vectors[0]
     backend.dense_search(query, 3, domain="medical", filters=parse_filters({"year": [2019, 2020]}))
     body = faulty_target.faults.searches[-1]["body"]
-    assert body["query"] == {"knn": {"embedding": {
-        "vector": pytest.approx(query.tolist()), "k": 3, "method_parameters": {"ef_search": 256}, "filter": {
-            "bool": {"filter": [{"term": {"domain": "medical"}}, {"terms": {"metadata.year": [2019, 2020]}}]}}}}}
+    assert body["query"] == {
+        "knn": {
+            "embedding": {
+                "vector": pytest.approx(query.tolist()),
+                "k": 3,
+                "method_parameters": {"ef_search": 256},
+                "filter": {
+                    "bool": {"filter": [{"term": {"domain": "medical"}}, {"terms": {"metadata.year": [2019, 2020]}}]}
+                },
+            }
+        }
+    }
     assert body["size"] == 3 and body["_source"] is False
 
 
 # --- hybrid -----------------------------------------------------------------------------------------
+
 
 def tie_groups(fused: list) -> list[frozenset[str]]:
     """The ranking as groups of ids with equal scores (to 6 digits): equal however ties were broken."""
@@ -135,8 +154,12 @@ def last_hybrid(state: FaultState) -> dict:
     return [s for s in state.searches if "hybrid" in s["body"]["query"]][-1]
 
 
-CONFIGS = [FusionConfig(Technique.MIN_MAX, (0.5, 0.5)), FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
-           FusionConfig(Technique.L2, (0.5, 0.5)), FusionConfig(Technique.RRF, (0.5, 0.5))]
+CONFIGS = [
+    FusionConfig(Technique.MIN_MAX, (0.5, 0.5)),
+    FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
+    FusionConfig(Technique.L2, (0.5, 0.5)),
+    FusionConfig(Technique.RRF, (0.5, 0.5)),
+]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.technique}-{c.weights[0]}")
@@ -173,19 +196,22 @@ def test_native_hybrid_request_shape_named_and_temporary_pipelines(faulty_target
     hybrid = sent["body"]["query"]["hybrid"]
     assert hybrid["pagination_depth"] == 20
     bm25, knn = hybrid["queries"]
-    assert bm25 == {"bool": {"must": [{"match": {"passage": {"query": "fraud"}}}],
-                             "filter": [{"term": {"domain": "legal"}}]}}
+    assert bm25 == {
+        "bool": {"must": [{"match": {"passage": {"query": "fraud"}}}], "filter": [{"term": {"domain": "legal"}}]}
+    }
     assert knn["knn"]["embedding"]["k"] == 20 and knn["knn"]["embedding"]["filter"] == {"term": {"domain": "legal"}}
     # a configuration setup did not create travels as a temporary pipeline in the body
     # the sub-scores of the 3 hits: kNN restricted to their ids, inside the same domain filter
     knn = state.searches[-1]["body"]["query"]["knn"]["embedding"]
-    assert knn["k"] == 3 and knn["filter"] == {"bool": {"filter": [
-        {"term": {"domain": "legal"}}, {"ids": {"values": [h.id for h in hits]}}]}}
+    assert knn["k"] == 3 and knn["filter"] == {
+        "bool": {"filter": [{"term": {"domain": "legal"}}, {"ids": {"values": [h.id for h in hits]}}]}
+    }
     backend.hybrid_search("fraud", query, 3, config=FusionConfig(Technique.MIN_MAX, (0.3, 0.7)))
     sent = last_hybrid(state)
     assert sent["params"] == {}
-    assert sent["body"]["search_pipeline"]["phase_results_processors"][0]["normalization-processor"][
-        "combination"]["parameters"]["weights"] == [0.3, 0.7]
+    assert sent["body"]["search_pipeline"]["phase_results_processors"][0]["normalization-processor"]["combination"][
+        "parameters"
+    ]["weights"] == [0.3, 0.7]
 
 
 EXPECTED_NATIVE = {"os2.19": True, "os3.5": False}  # neural-search 2.19.1 is on the first node only
@@ -246,8 +272,10 @@ def test_partial_results_raise_instead_of_passing_as_the_ranking(target: Target)
     backend = loaded(target)
     client = target.client()
     broken = f"{target.settings.index}-vbroken"
-    client.indices.create(index=broken, body={"settings": {"number_of_replicas": 0},
-                                              "mappings": {"properties": {"embedding": {"type": "float"}}}})
+    client.indices.create(
+        index=broken,
+        body={"settings": {"number_of_replicas": 0}, "mappings": {"properties": {"embedding": {"type": "float"}}}},
+    )
     client.indices.update_aliases(body={"actions": [{"add": {"index": broken, "alias": target.settings.index}}]})
     query = HashEncoder().encode_queries(["fraud"]).vectors[0]
     with pytest.raises(BackendError, match=r"partial results: 1 of 2 shards failed"):
@@ -262,8 +290,10 @@ def test_a_two_shard_index_fuses_on_the_client_where_native_fusion_is_per_shard(
     settings = native_target.settings.model_copy(update={"shards": 2})
     sharded = Target(native_target.name, settings)
     auto = loaded(sharded)
-    docs = [Document(f"x{i}", f"{CORPUS[i % 10].text} extra {i}", CORPUS[i % 10].title, CORPUS[i % 10].domain)
-            for i in range(60)]
+    docs = [
+        Document(f"x{i}", f"{CORPUS[i % 10].text} extra {i}", CORPUS[i % 10].title, CORPUS[i % 10].domain)
+        for i in range(60)
+    ]
     auto.upsert(indexed(HashEncoder(), docs))
     auto.refresh()
     client_side = sharded.backend(16, hybrid="client")
@@ -292,5 +322,8 @@ def test_every_fusion_technique_works_in_auto_mode_and_ranks_as_the_client(targe
     got = auto.hybrid_search(text, query, 10, config=config, candidates=10)
     want = client_side.hybrid_search(text, query, 10, config=config, candidates=10)
     assert got and tie_groups(got) == tie_groups(want)
-    assert auto.fuses_natively(config) == (auto.features.native_hybrid and technique is not Technique.RRF
-                                           and (technique is not Technique.Z_SCORE or auto.features.version >= (3,)))
+    assert auto.fuses_natively(config) == (
+        auto.features.native_hybrid
+        and technique is not Technique.RRF
+        and (technique is not Technique.Z_SCORE or auto.features.version >= (3,))
+    )

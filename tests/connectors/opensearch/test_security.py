@@ -35,9 +35,14 @@ def admin_settings() -> OpenSearchSettings:
     record = running(SECURE_NODE)
     if record is None:
         service_missing(f"the {SECURE_NODE} test node is not running")
-    return OpenSearchSettings(url=str(record["url"]), username=str(record["username"]),
-                              password=str(record["password"]), ca_file=Path(str(record["ca_file"])),
-                              knn_engine="lucene", replicas=0)
+    return OpenSearchSettings(
+        url=str(record["url"]),
+        username=str(record["username"]),
+        password=str(record["password"]),
+        ca_file=Path(str(record["ca_file"])),
+        knn_engine="lucene",
+        replicas=0,
+    )
 
 
 def security_api(settings: OpenSearchSettings, method: str, path: str, body: object = None) -> object:
@@ -68,18 +73,24 @@ def least_privileged(admin_settings: OpenSearchSettings) -> Iterator[Target]:
             security_api(admin_settings, "DELETE", path)
 
 
-def test_the_documented_role_runs_setup_ingest_every_search_reindex_and_delete(least_privileged: Target,
-                                                                               tmp_path) -> None:
+def test_the_documented_role_runs_setup_ingest_every_search_reindex_and_delete(
+    least_privileged: Target, tmp_path
+) -> None:
     from ddr_search.client import DDRSearch
     from ddr_search.settings import SearchSettings, Settings
 
     backend = least_privileged.backend(16)
     configs = admin.default_fusion_configs((0.5, 0.5))
-    first = admin.setup(backend, least_privileged.settings, dimension=16, encoder_version="hash-a",
-                        fusion_configs=configs)
+    first = admin.setup(
+        backend, least_privileged.settings, dimension=16, encoder_version="hash-a", fusion_configs=configs
+    )
     assert first.actions and first.features.native_hybrid
-    assert admin.setup(backend, least_privileged.settings, dimension=16, encoder_version="hash-a",
-                       fusion_configs=configs).actions == []
+    assert (
+        admin.setup(
+            backend, least_privileged.settings, dimension=16, encoder_version="hash-a", fusion_configs=configs
+        ).actions
+        == []
+    )
     settings = Settings(home=tmp_path / "home", opensearch=least_privileged.settings)
     with DDRSearch(settings, encoder=HashEncoder(), backend=backend) as ddr:
         ddr.ingest(CORPUS)
@@ -100,8 +111,10 @@ def test_the_documented_role_runs_setup_ingest_every_search_reindex_and_delete(l
 def test_the_documented_role_is_refused_everything_else(least_privileged: Target) -> None:
     backend = least_privileged.backend(16)
     client = least_privileged.client()
-    with pytest.raises(BackendError, match="403 forbidden: the user lacks a permission"), \
-            wrapped("create index", least_privileged.settings.url):
+    with (
+        pytest.raises(BackendError, match="403 forbidden: the user lacks a permission"),
+        wrapped("create index", least_privileged.settings.url),
+    ):
         client.indices.create(index=f"not-ddr-{uuid.uuid4().hex[:6]}")
     with pytest.raises(BackendError, match="403"), wrapped("read the security index", least_privileged.settings.url):
         client.search(index=".opendistro_security")
@@ -111,9 +124,26 @@ def test_the_documented_role_is_refused_everything_else(least_privileged: Target
 def test_tls_is_verified_against_the_nodes_ca(admin_settings: OpenSearchSettings, tmp_path) -> None:
     assert build_client(admin_settings).info()["version"]["number"] == "2.19.1"
     other_ca = tmp_path / "other-ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(other_ca), "-subj", "/CN=unrelated test CA", "-days", "1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(other_ca),
+            "-subj",
+            "/CN=unrelated test CA",
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     untrusted = admin_settings.model_copy(update={"ca_file": other_ca})
     from connectors.opensearch.features import detect
 
@@ -121,8 +151,9 @@ def test_tls_is_verified_against_the_nodes_ca(admin_settings: OpenSearchSettings
         detect(build_client(untrusted), untrusted.url)
 
 
-def test_a_wrong_password_is_one_clear_line_without_the_secret(admin_settings: OpenSearchSettings,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_password_is_one_clear_line_without_the_secret(
+    admin_settings: OpenSearchSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ddr_search.cli.main import cli
 
     secret = "Not-The-Password-7!"
@@ -138,8 +169,9 @@ def test_a_wrong_password_is_one_clear_line_without_the_secret(admin_settings: O
 
 
 @pytest.mark.slow
-def test_the_documented_role_ingests_through_a_real_worker(least_privileged: Target, tmp_path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_documented_role_ingests_through_a_real_worker(
+    least_privileged: Target, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A `ddr-search worker` holding only the role's credentials (TLS verified with the node's CA) embeds a
     job into the secured node."""
     from ddr_search.data.documents import read_documents
@@ -152,10 +184,18 @@ def test_the_documented_role_ingests_through_a_real_worker(least_privileged: Tar
         service_missing("Redis is not running on localhost:6379")
     s = least_privileged.settings
     queue = f"ddr-test-secure-{uuid.uuid4().hex[:8]}"
-    env = worker_env(tmp_path / "home", REDIS_URL, queue, DDR_OPENSEARCH__URL=str(s.url),
-                     DDR_OPENSEARCH__USERNAME=str(s.username), DDR_OPENSEARCH__PASSWORD=s.password.get_secret_value(),
-                     DDR_OPENSEARCH__CA_FILE=str(s.ca_file), DDR_OPENSEARCH__INDEX=s.index,
-                     DDR_OPENSEARCH__KNN_ENGINE="lucene", DDR_OPENSEARCH__REPLICAS="0")
+    env = worker_env(
+        tmp_path / "home",
+        REDIS_URL,
+        queue,
+        DDR_OPENSEARCH__URL=str(s.url),
+        DDR_OPENSEARCH__USERNAME=str(s.username),
+        DDR_OPENSEARCH__PASSWORD=s.password.get_secret_value(),
+        DDR_OPENSEARCH__CA_FILE=str(s.ca_file),
+        DDR_OPENSEARCH__INDEX=s.index,
+        DDR_OPENSEARCH__KNN_ENGINE="lucene",
+        DDR_OPENSEARCH__REPLICAS="0",
+    )
     for key, value in env.items():
         if key.startswith("DDR_"):
             monkeypatch.setenv(key, value)

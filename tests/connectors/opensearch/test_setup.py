@@ -11,12 +11,12 @@ from ddr_search.fusion import FusionConfig, Technique
 from tests.connectors.opensearch.conftest import Target
 
 
-def run_setup(target: Target, dimension: int = 16, version: str = "hash-a",
-              fusion_configs: list[FusionConfig] | None = None) -> admin.SetupReport:
+def run_setup(
+    target: Target, dimension: int = 16, version: str = "hash-a", fusion_configs: list[FusionConfig] | None = None
+) -> admin.SetupReport:
     backend = target.backend(dimension)
     configs = admin.default_fusion_configs((0.5, 0.5)) if fusion_configs is None else fusion_configs
-    return admin.setup(backend, target.settings, dimension=dimension, encoder_version=version,
-                       fusion_configs=configs)
+    return admin.setup(backend, target.settings, dimension=dimension, encoder_version=version, fusion_configs=configs)
 
 
 def test_setup_creates_template_versioned_index_and_alias(target: Target) -> None:
@@ -45,12 +45,16 @@ def test_setup_creates_template_versioned_index_and_alias(target: Target) -> Non
 def test_setup_is_idempotent(target: Target) -> None:
     run_setup(target)
     client = target.client()
-    before = (client.indices.get_alias(name=target.settings.index),
-              client.indices.get_mapping(index=f"{target.settings.index}-vhash-a"))
+    before = (
+        client.indices.get_alias(name=target.settings.index),
+        client.indices.get_mapping(index=f"{target.settings.index}-vhash-a"),
+    )
     again = run_setup(target)
     assert again.actions == []  # nothing changed
-    after = (client.indices.get_alias(name=target.settings.index),
-             client.indices.get_mapping(index=f"{target.settings.index}-vhash-a"))
+    after = (
+        client.indices.get_alias(name=target.settings.index),
+        client.indices.get_mapping(index=f"{target.settings.index}-vhash-a"),
+    )
     assert after == before
 
 
@@ -86,37 +90,56 @@ def test_setup_puts_pipelines_only_where_neural_search_runs(target: Target) -> N
     client = target.client()
     stored = client.transport.perform_request("GET", f"/_search/pipeline/{alias}-min_max-0.5-0.5")
     processor = stored[f"{alias}-min_max-0.5-0.5"]["phase_results_processors"][0]
-    assert processor == {"normalization-processor": {
-        "normalization": {"technique": "min_max"},
-        "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.5, 0.5]}}}}
+    assert processor == {
+        "normalization-processor": {
+            "normalization": {"technique": "min_max"},
+            "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.5, 0.5]}},
+        }
+    }
     rrf = client.transport.perform_request("GET", f"/_search/pipeline/{alias}-rrf-60")
-    assert rrf[f"{alias}-rrf-60"]["phase_results_processors"][0] == schema.pipeline_body(
-        FusionConfig(Technique.RRF), report.features.version)["phase_results_processors"][0]
+    assert (
+        rrf[f"{alias}-rrf-60"]["phase_results_processors"][0]
+        == schema.pipeline_body(FusionConfig(Technique.RRF), report.features.version)["phase_results_processors"][0]
+    )
 
 
 def test_what_the_version_cannot_fuse_gets_no_pipeline(native_target: Target) -> None:
     """2.19: no z_score, no RRF weights (checked on the node); those fuse on the client instead."""
-    report = run_setup(native_target, fusion_configs=[FusionConfig(Technique.Z_SCORE, (0.5, 0.5)),
-                                                      FusionConfig(Technique.RRF, (0.3, 0.7))])
+    report = run_setup(
+        native_target,
+        fusion_configs=[FusionConfig(Technique.Z_SCORE, (0.5, 0.5)), FusionConfig(Technique.RRF, (0.3, 0.7))],
+    )
     if report.features.version < (3, 0, 0):
         assert report.pipelines == []
 
 
 def test_pipeline_bodies_follow_each_versions_shape() -> None:
     weighted = schema.pipeline_body(FusionConfig(Technique.MIN_MAX, (0.3, 0.7)), (2, 19, 1))
-    assert weighted["phase_results_processors"] == [{"normalization-processor": {
-        "normalization": {"technique": "min_max"},
-        "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.3, 0.7]}}}}]
+    assert weighted["phase_results_processors"] == [
+        {
+            "normalization-processor": {
+                "normalization": {"technique": "min_max"},
+                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.3, 0.7]}},
+            }
+        }
+    ]
     rrf = schema.pipeline_body(FusionConfig(Technique.RRF, rank_constant=20), (2, 19, 1))
-    assert rrf["phase_results_processors"] == [{"score-ranker-processor": {"combination": {
-        "technique": "rrf", "parameters": {"rank_constant": 20}}}}]  # 2.19 ignores a top-level one
+    assert rrf["phase_results_processors"] == [
+        {"score-ranker-processor": {"combination": {"technique": "rrf", "parameters": {"rank_constant": 20}}}}
+    ]  # 2.19 ignores a top-level one
     rrf = schema.pipeline_body(FusionConfig(Technique.RRF, rank_constant=20), (3, 5, 0))
-    assert rrf["phase_results_processors"] == [{"score-ranker-processor": {"combination": {
-        "technique": "rrf", "rank_constant": 20}}}]
+    assert rrf["phase_results_processors"] == [
+        {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 20}}}
+    ]
     assert shared.index_name("ddr-documents", "MiniLM/General@3") == "ddr-documents-vminilm-general-3"
-    names = {schema.pipeline_name("a", c) for c in (FusionConfig(Technique.RRF, (0.5, 0.5)),
-                                                     FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
-                                                     FusionConfig(Technique.L2, (0.3, 0.7)))}
+    names = {
+        schema.pipeline_name("a", c)
+        for c in (
+            FusionConfig(Technique.RRF, (0.5, 0.5)),
+            FusionConfig(Technique.MIN_MAX, (0.3, 0.7)),
+            FusionConfig(Technique.L2, (0.3, 0.7)),
+        )
+    }
     assert names == {"a-rrf-60", "a-min_max-0.3-0.7", "a-l2-0.3-0.7"}  # weighted RRF fuses on the client
 
 
@@ -125,11 +148,14 @@ def test_analyzer_gives_the_embedded_backend_tokens(target: Target) -> None:
     from ddr_search.retrieval.bm25 import tokenize
 
     run_setup(target)
-    texts = ["A 5-year RCT: T-cells (CD4+) weren't affected; 2.5mg/kg of Vitamin-D3 in the mice's lungs",
-             "The statute of limitations for fraud claims generally begins when the fraud is discovered.",
-             "élan naïve Zürich"]
+    texts = [
+        "A 5-year RCT: T-cells (CD4+) weren't affected; 2.5mg/kg of Vitamin-D3 in the mice's lungs",
+        "The statute of limitations for fraud claims generally begins when the fraud is discovered.",
+        "élan naïve Zürich",
+    ]
     client = target.client()
     for text in texts:
-        tokens = client.indices.analyze(index=target.settings.index,
-                                        body={"analyzer": shared.ANALYZER, "text": text})["tokens"]
+        tokens = client.indices.analyze(index=target.settings.index, body={"analyzer": shared.ANALYZER, "text": text})[
+            "tokens"
+        ]
         assert [t["token"] for t in tokens] == tokenize(text)[0]
