@@ -31,7 +31,7 @@ REPORTS = REPO / "bench" / "reports"
 DATASETS = ("scifact", "nfcorpus")
 DEPTH = 100
 
-# DESIGN.md section 7 (measured on this machine) and MTEB's published frozen-MiniLM scores.
+# docs/architecture.md section 6 (measured on this machine) and MTEB's published frozen-MiniLM scores.
 REFERENCE = {
     "scifact": {"bm25s": 0.686, "rank-bm25": 0.684, "dense": 0.645, "hybrid min_max 0.5/0.5": 0.728,
                 "hybrid min_max 0.3/0.7": 0.703, "hybrid rrf k=60": 0.717},
@@ -115,7 +115,7 @@ def run_dataset(name: str, folder: Path, encoder, cache_dir: Path) -> dict[str, 
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # passages: throughput on both cores
     dense, t, _ = dense_runs(corpus, queries, encoder, depth=DEPTH, cache_dir=cache_dir, source=str(folder))
-    torch.set_num_threads(1)  # queries are timed single-threaded (DESIGN.md 7: faster per query)
+    torch.set_num_threads(1)  # queries are timed single-threaded (docs/architecture.md section 6: faster per query)
     dense, t_q, _ = dense_runs(corpus, queries, encoder, depth=DEPTH, cache_dir=cache_dir, source=str(folder),
                                show_progress=False)  # fmt: skip
     add("dense", dense, t_q["encode_queries_s"] + t_q["search_s"], None,
@@ -154,7 +154,7 @@ def markdown(report: dict[str, object]) -> str:
         f"{report['machine']['load_average_1_5_15']} (the cores are shared, so absolute speeds are noisy; "
         "the bm25s / rank-bm25 ratio is measured in the same run). "
         f"Started {report['created']}. Metrics from ir-measures over every judged test query; "
-        "'reference' is DESIGN.md section 7 (MTEB's published number for dense).",
+        "'reference' is docs/architecture.md section 6 (MTEB's published number for dense).",
         "",
     ]
     for ds in report["datasets"]:
@@ -194,7 +194,7 @@ def markdown(report: dict[str, object]) -> str:
         "",
         "Hybrid rows fuse each list's top 100 with `ddr_search.fusion` (OpenSearch neural-search formulas; "
         "min_max normalisation per query, the list minimum floored at 0.001, a document missing from one "
-        "list scores 0 there). They land within 0.007 of DESIGN.md's earlier probes (NFCorpus min_max "
+        "list scores 0 there). They land within 0.007 of the project's earlier probes (NFCorpus min_max "
         "0.5/0.5: 0.352 here vs 0.358). The cause is not established: on NFCorpus the 0.001 floor vs 0, "
         "and trec_eval's tie-breaking vs ours, each move NDCG@10 by under 0.001, and fusing each list's "
         "top 1000 instead of 100 gives 0.355. The fusion itself is pinned by hand-computed OpenSearch "

@@ -8,7 +8,7 @@ each list's top 100). Columns: in-domain (trained on that set's train split) and
 the other set only). Every choice (early stopping) uses train/dev splits only, never test queries.
 
 CPU budget: each corpus is encoded once with the frozen passage encoder (cached on disk, shared with
-`ddr-search eval`), and everything trains against those cached embeddings (DESIGN.md 8). The general
+`ddr-search eval`), and everything trains against those cached embeddings (docs/architecture.md section 5). The general
 module is the exact no-op (see MODEL_CARD.md), so DDR's passage embeddings *are* the frozen ones.
 """
 
@@ -452,7 +452,7 @@ def markdown(report) -> str:
         "problem; top-k over several modules spreads the weight.",
         "- History (three runs, all reported): run 1 (lr 5e-3 for both modules, one checkpoint chosen "
         "by the *mean* dev score) gave SciFact DDR-prior 0.682 / hybrid 0.741 but NFCorpus 0.304 "
-        "(below frozen). Run 2 added per-domain checkpoints and NFCorpus lr 1e-3 (DESIGN.md 8): SciFact "
+        "(below frozen). Run 2 added per-domain checkpoints and NFCorpus lr 1e-3: SciFact "
         "0.677 / 0.738, NFCorpus 0.315 (module stuck at the no-op), 640-pair samples. Run 2's miss on "
         "NFCorpus led to a dev-only search (NFCorpus train and dev splits, 15 configurations, 3 seeds; "
         "no test query): the per-positive loss pulled each query towards the centroid of its ~43 "

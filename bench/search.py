@@ -3,7 +3,7 @@
 Two corpus sizes, the same 300 SciFact test queries:
   scifact  the real SciFact corpus (5,183 documents) with real passage vectors (the frozen encoder,
            read from the shared passage cache, .ddr/cache, or encoded once), plus NDCG@10 as a check
-           that the embedded path ranks as DESIGN.md section 7 measured (hybrid min-max 0.5/0.5: 0.728);
+           that the embedded path ranks as docs/architecture.md section 6 measured (hybrid min-max 0.5/0.5: 0.728);
   100k     100,000 synthetic documents: random unit vectors and text sampled from SciFact's word
            frequencies (so BM25 postings have realistic lengths). Latency only.
 Every query runs alone through ddr_search.search.search (1 torch thread, as the client does), and each
@@ -350,7 +350,7 @@ def write_reports(report: dict[str, object]) -> None:
             "",
             "SciFact NDCG@10 of the hybrid run with the torch fp32 query encoder: "
             f"{report['scifact']['ndcg@10_hybrid_min_max_0.5']:.3f} "
-            "(DESIGN.md section 7: 0.728).",
+            "(docs/architecture.md section 6: 0.728).",
         ]
     if report.get("100k"):
         part = report["100k"]

@@ -62,7 +62,7 @@ class Technique(StrEnum):
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How sub-query lists are fused. Defaults: min_max, BM25 0.5 / dense 0.5 (DESIGN.md section 7)."""
+    """How sub-query lists are fused. Defaults: min_max, BM25 0.5 / dense 0.5 (docs/architecture.md section 6)."""
 
     technique: Technique = Technique.MIN_MAX
     weights: tuple[float, ...] = (0.5, 0.5)

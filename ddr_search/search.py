@@ -57,7 +57,7 @@ def resolve_route(
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
-    """Run a single query on `count` torch threads (1 is ~3x faster than 2, DESIGN.md 7), then restore."""
+    """Run a single query on `count` torch threads, then restore (1 is ~3x faster than 2: docs/architecture.md 6)."""
     torch = sys.modules.get("torch")  # only when an encoder already loaded it: never import it here
     if torch is None or count < 1 or torch.get_num_threads() == count:
         yield

@@ -90,14 +90,14 @@ class ElasticsearchSettings(ClusterSettings):
 
 
 class SearchSettings(BaseModel):
-    """Query-path defaults (DESIGN.md section 7 measured these)."""
+    """Query-path defaults (docs/architecture.md section 6 measured these)."""
 
     k: int = 10
     candidates: int = 100  # each sub-query's depth before fusion
     normalization: Literal["min_max", "l2", "z_score", "rrf"] = "min_max"  # ddr_search.fusion.Technique values
     combination_weights: tuple[float, float] = (0.5, 0.5)  # (bm25, dense)
     top_k_modules: int = 2
-    query_threads: int = 1  # one thread is 3x faster than two for a single query (DESIGN.md 7)
+    query_threads: int = 1  # one thread is 3x faster than two for a single query (docs/architecture.md section 6)
 
 
 class WorkerSettings(BaseModel):
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _flat_opensearch_names(cls, data: object) -> object:
-        """Also accept DESIGN.md's flat names (DDR_OPENSEARCH_URL, ...); the nested `__` form wins."""
+        """Also accept the flat names of earlier releases (DDR_OPENSEARCH_URL, ...); the nested `__` form wins."""
         if not isinstance(data, dict) or isinstance(data.get("opensearch"), OpenSearchSettings):
             return data
         section = dict(data.get("opensearch") or {})

@@ -42,7 +42,7 @@ def _config(opts: dict[str, object]):
 
 
 def training_options(func):
-    """Options every training command shares (defaults: TrainConfig, DESIGN.md 8)."""
+    """Options every training command shares (defaults: TrainConfig, docs/architecture.md section 5)."""
     options = [
         click.option("--epochs", type=int, help="Passes over the training pairs (default 5)."),
         click.option("--batch-size", type=int, help="Queries per batch (default 32)."),

@@ -7,7 +7,7 @@ as in prefix-tuning v2) and one gate per head. Attention over [prefix; tokens] i
 
 where lambda is the share of softmax mass the prefix would take in one joint softmax. gate = 1 is
 exactly the paper's deep prefix; gate = 0 is exactly the backbone. Gates start at 0, so a new module
-starts *at* the backbone (DESIGN.md 2, 8), yet still receives a gradient (d out / d gate != 0).
+starts *at* the backbone (docs/architecture.md sections 4-5), yet still receives a gradient (d out / d gate != 0).
 Token positions are untouched (no shift by P, unlike PEFT), so inputs keep the full 512 positions.
 """
 

@@ -1,6 +1,6 @@
 """BM25 over bm25s (Lucene variant): the lexical half of hybrid search, for the embedded backend and eval.
 
-Settings reproduce the published bm25s BEIR numbers (DESIGN.md section 7): Lucene BM25, k1 1.5, b 0.75,
+Settings reproduce the published bm25s BEIR numbers (docs/architecture.md section 6): Lucene BM25, k1 1.5, b 0.75,
 lowercased scikit-learn-style word tokens, English stopwords removed, Snowball English stemming
 (PyStemmer). Callers index ``title + " " + text``. bm25s precomputes every term's per-document score
 into a sparse matrix, so a query is a handful of sparse row sums: hundreds to thousands of queries per

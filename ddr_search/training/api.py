@@ -34,7 +34,7 @@ from ddr_search.training.passages import encode_cached
 from ddr_search.training.selfsup import pairs_from_corpus
 
 log = logging.getLogger(__name__)
-DEFAULT_PREFIX_LENGTH = 32  # 147,456 parameters (0.65% of MiniLM); trains well on CPU (DESIGN.md 8)
+DEFAULT_PREFIX_LENGTH = 32  # 147,456 parameters (0.65% of MiniLM); trains well on CPU (docs/architecture.md section 5)
 
 
 @dataclass

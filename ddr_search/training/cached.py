@@ -1,7 +1,7 @@
 """Query-side training against cached passage embeddings (phase 2, new domains, label-free, DR-query).
 
 The general module is frozen here, so passage embeddings never change: each corpus is encoded once,
-and every query is scored against its *whole* domain corpus (full-corpus negatives, DESIGN.md 8).
+and every query is scored against its *whole* domain corpus (full-corpus negatives, docs/architecture.md section 5).
 Queries are encoded with prior routing (their own domain's modules); the router learns jointly
 from a cross-entropy on the same queries' domains.
 """

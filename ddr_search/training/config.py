@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass
 class TrainConfig:
-    """Defaults follow DESIGN.md 8: temperature 0.05 for normalised embeddings, AdamW, batch 32."""
+    """Defaults follow docs/architecture.md section 5: temperature 0.05 for normalised embeddings, AdamW, batch 32."""
 
     epochs: int = 5
     batch_size: int = 32

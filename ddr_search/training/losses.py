@@ -1,4 +1,4 @@
-"""InfoNCE for normalised embeddings with several positives per query (DESIGN.md 8: NFCorpus)."""
+"""InfoNCE for normalised embeddings with several positives per query (docs/architecture.md section 5: NFCorpus)."""
 
 from __future__ import annotations
 

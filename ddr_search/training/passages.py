@@ -1,6 +1,6 @@
 """Passage embeddings for training, through the evaluation harness's on-disk cache.
 
-Training domain modules never changes a passage embedding (DESIGN.md 8), so each corpus is encoded
+Training domain modules never changes a passage embedding (docs/architecture.md section 5), so each corpus is encoded
 once with the general passage encoder and every epoch, domain, routing mode and evaluation reuses
 the matrix. Sharing ddr_search.evaluation.cache means a corpus encoded for training is already
 cached for `ddr-search eval` and the benchmark (same key: encoder version + corpus digest + length).

@@ -1,6 +1,6 @@
 """Self-supervised pairs from a raw corpus, so a domain module can be learned with no labelled queries.
 
-Three pseudo-query kinds per document (DESIGN.md 2, 8): its title -> its body, one of its sentences
+Three pseudo-query kinds per document (docs/architecture.md sections 4-5): its title -> its body, one of its sentences
 -> the rest of the passage, and a random crop of words -> the passage. Every positive carries the
 document id, so training against cached corpus embeddings scores the whole document (as search will).
 """

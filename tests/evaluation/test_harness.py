@@ -114,7 +114,7 @@ def test_bm25_and_the_encoder_see_the_same_passage_text() -> None:
 
 @pytest.mark.slow
 def test_full_scifact_bm25_reproduces_the_reference(shared_data: Path) -> None:
-    """DESIGN.md section 7: bm25s on SciFact test, NDCG@10 0.686 (the published bm25s number)."""
+    """docs/architecture.md section 6: bm25s on SciFact test, NDCG@10 0.686 (the published bm25s number)."""
     result = evaluate(shared_data / "beir" / "scifact", "bm25", show_progress=False)
     assert result.metrics["nDCG@10"] == pytest.approx(0.686, abs=0.005)
     assert result.num_queries == 300
