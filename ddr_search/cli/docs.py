@@ -6,10 +6,8 @@ import json
 
 import click
 
-from ddr_search.cli.main import cli
 
-
-@cli.command("delete")
+@click.command("delete")
 @click.argument("ids", nargs=-1, required=True)
 def delete(ids: tuple[str, ...]) -> None:
     """Delete documents by id (ids that do not exist are ignored and counted)."""
@@ -21,7 +19,7 @@ def delete(ids: tuple[str, ...]) -> None:
     click.echo(f"deleted {removed} documents" + (f" ({missing} ids not found)" if missing else ""))
 
 
-@cli.command("stats")
+@click.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def stats(as_json: bool) -> None:
     """Documents per domain, where the store is, and which encoder versions embedded them."""

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ddr_search.cli.main import cli
-
 if TYPE_CHECKING:
     from ddr_search.evaluation.harness import EvalResult
 
@@ -28,7 +26,7 @@ def _weights(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
     return weights
 
 
-@cli.command("eval")
+@click.command("eval")
 @click.option(
     "--beir", "beir", required=True, type=click.Path(file_okay=False, path_type=Path),
     help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.",

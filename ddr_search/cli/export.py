@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from ddr_search.cli.main import cli
 
-
-@cli.command("export")
+@click.command("export")
 @click.option("--int8", "int8", is_flag=True, help="Also write int8 encoders (per-channel dynamic quantisation).")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Export folder [DDR_ONNX_DIR, else DDR_HOME/onnx]."

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ddr_search.cli.main import cli
+from ddr_search.settings import Settings
 
 
-@cli.command("ingest")
+@click.command("ingest")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--domain", help="Domain of every document (a slug, e.g. legal): the prior for its queries.")
 @click.option("--skip-invalid", is_flag=True, help="Skip bad lines (each is reported) instead of stopping.")
@@ -31,12 +31,9 @@ def ingest(
     """
     from ddr_search.client import DDRSearch
     from ddr_search.ingest import describe_skipped
-    from ddr_search.settings import Settings
 
     settings = Settings()
     if settings.broker_url is not None:  # the workers embed it: docs/workers.md
-        from ddr_search.cli.worker import ingest_with_workers
-
         wait = not no_wait
         ingest_with_workers(
             settings,
@@ -64,3 +61,40 @@ def ingest(
         click.echo(line, err=True)
     skipped = f", skipped {len(report.skipped)} invalid lines" if report.skipped else ""
     click.echo(report.summary() + skipped)
+
+
+def ingest_with_workers(
+    settings: Settings,
+    path: Path,
+    *,
+    domain: str | None,
+    skip_invalid: bool,
+    batch_size: int | None,
+    wait: bool,
+    allow_domain_change: bool = False,
+) -> None:
+    """`ddr-search ingest` when a broker is configured: enqueue, then follow or print the job id.
+
+    Exits 1 when any document failed (each is listed with its reason) or the job could not be enqueued.
+    """
+    from ddr_search.cli.jobs import render, skipped_reasons
+    from ddr_search.client import DDRSearch
+
+    client = DDRSearch(settings)
+    job_id = client.enqueue(
+        path, domain, skip_invalid=skip_invalid, batch_size=batch_size, allow_domain_change=allow_domain_change
+    )
+    for reason in skipped_reasons(client.job(job_id)):
+        click.echo(f"skipped {reason}", err=True)
+    if not wait:
+        click.echo(job_id)
+        return
+    status = client.job(job_id, wait=True, progress=True)
+    if status.failures or status.error:
+        click.echo("\n".join(render(status)), err=True)
+    click.echo(
+        f"indexed {status.indexed} of {status.documents} documents from {path} (domain: {domain or 'none'}, "
+        f"job {job_id}, failed {len(status.failures)})"
+    )
+    if status.failures or status.error:
+        raise SystemExit(1)

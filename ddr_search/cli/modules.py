@@ -7,10 +7,8 @@ from pathlib import Path
 
 import click
 
-from ddr_search.cli.main import cli
 
-
-@cli.group()
+@click.group()
 def modules() -> None:
     """Inspect the module store (the configured one, else the modules shipped with the package)."""
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ddr_search.cli.main import cli
 from ddr_search.errors import ConfigError
 
 
-@cli.command("reindex")
+@click.command("reindex")
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),

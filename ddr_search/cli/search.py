@@ -8,7 +8,6 @@ import textwrap
 
 import click
 
-from ddr_search.cli.main import cli
 from ddr_search.types import Hit, RoutingMode, SearchMode
 
 
@@ -53,7 +52,7 @@ def as_json_hit(hit: Hit, full_text: bool) -> dict[str, object]:
     return out
 
 
-@cli.command("search")
+@click.command("search")
 @click.argument("query")
 @click.option("--domain", help="Route to this domain's modules and search only its documents.")
 @click.option("--k", "k", type=click.IntRange(min=1), help="Number of hits [DDR_SEARCH__K, 10].")

@@ -7,12 +7,11 @@ import json
 
 import click
 
-from ddr_search.cli.main import cli
 from ddr_search.errors import ConfigError
 from ddr_search.settings import Settings
 
 
-@cli.command("setup")
+@click.command("setup")
 @click.option("--dimension", type=click.IntRange(min=1), help="Vector dimension [the encoder's].")
 @click.option("--encoder-version", help="Encoder version naming the index [the encoder's].")
 @click.option("--print-template", is_flag=True, help="Print the index template and pipelines JSON; change nothing.")

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from ddr_search.cli.main import cli
-
 
 def _config(opts: dict[str, object]):
     from ddr_search.training.config import TrainConfig
@@ -112,7 +110,7 @@ def _stores(store: Path | None, out: Path | None, backbone: Path | None) -> tupl
     return source, out
 
 
-@cli.group()
+@click.group()
 def train() -> None:
     """Train modules: general (phase 1), domains + router (phase 2), one new domain, or the DR baseline."""
 

@@ -1,54 +1,15 @@
-"""`ddr-search worker`, and `ddr-search ingest` when a broker is configured (the workers embed the file)."""
+"""`ddr-search worker`: a Celery worker that embeds and indexes the batches of queued ingests."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
-from ddr_search.cli.main import cli
 from ddr_search.settings import Settings
 
 
-def ingest_with_workers(
-    settings: Settings,
-    path: Path,
-    *,
-    domain: str | None,
-    skip_invalid: bool,
-    batch_size: int | None,
-    wait: bool,
-    allow_domain_change: bool = False,
-) -> None:
-    """`ddr-search ingest` when a broker is configured: enqueue, then follow or print the job id.
-
-    Exits 1 when any document failed (each is listed with its reason) or the job could not be enqueued.
-    """
-    from ddr_search.cli.status import render, skipped_reasons
-    from ddr_search.client import DDRSearch
-
-    client = DDRSearch(settings)
-    job_id = client.enqueue(
-        path, domain, skip_invalid=skip_invalid, batch_size=batch_size, allow_domain_change=allow_domain_change
-    )
-    for reason in skipped_reasons(client.job(job_id)):
-        click.echo(f"skipped {reason}", err=True)
-    if not wait:
-        click.echo(job_id)
-        return
-    status = client.job(job_id, wait=True, progress=True)
-    if status.failures or status.error:
-        click.echo("\n".join(render(status)), err=True)
-    click.echo(
-        f"indexed {status.indexed} of {status.documents} documents from {path} (domain: {domain or 'none'}, "
-        f"job {job_id}, failed {len(status.failures)})"
-    )
-    if status.failures or status.error:
-        raise SystemExit(1)
-
-
-@cli.command("worker")
+@click.command("worker")
 @click.option(
     "--concurrency",
     "-c",
