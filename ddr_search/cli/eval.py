@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ddr_search.fusion import Technique
+from ddr_search.types import RoutingMode
+
 if TYPE_CHECKING:
     from ddr_search.evaluation.harness import EvalResult
 
 METHODS = ("bm25", "dense", "ddr", "hybrid")
-ROUTINGS = ("soft", "topk", "prior", "none")  # ddr_search.types.RoutingMode values
-TECHNIQUES = ("min_max", "l2", "z_score", "rrf")  # ddr_search.fusion.Technique values
+ROUTINGS = tuple(m.value for m in RoutingMode)
+TECHNIQUES = tuple(t.value for t in Technique)
 
 
 def _weights(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[float, ...]:
