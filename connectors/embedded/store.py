@@ -21,7 +21,7 @@ import numpy as np
 
 from ddr_search.errors import BackendError
 from ddr_search.filters import Filters
-from ddr_search.types import Document, IndexedDocument
+from ddr_search.types import Document, IndexedDocument, passage_text
 
 FORMAT_VERSION = 1
 DB_FILE = "store.sqlite3"
@@ -236,7 +236,7 @@ class DocumentStore:
             for row, (id_, domain, title, text, blob) in enumerate(db.execute(query)):
                 ids.append(id_)
                 domains.append(domain)
-                texts.append(f"{title} {text}".strip() if title else text)
+                texts.append(passage_text(title, text))
                 vectors[row] = np.frombuffer(blob, dtype="<f4")
         return Rows(generation, dimension, ids, domains, texts, vectors)
 

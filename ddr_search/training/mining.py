@@ -8,11 +8,11 @@ import numpy as np
 
 from ddr_search.training.corpus import CorpusDoc
 from ddr_search.training.pairs import Pair, Passage
-from ddr_search.types import Vectors
+from ddr_search.types import Vectors, passage_text
 
 
 def _doc_text(doc: CorpusDoc) -> str:
-    return f"{doc.title} {doc.text}".strip()
+    return passage_text(doc.title, doc.text)
 
 
 def _is_positive(pair: Pair, doc: CorpusDoc) -> bool:

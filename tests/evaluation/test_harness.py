@@ -103,13 +103,22 @@ def test_inconsistent_options_are_refused(scifact_slice: Path) -> None:
         evaluate(scifact_slice, "splade", show_progress=False)
 
 
-def test_bm25_and_the_encoder_see_the_same_passage_text() -> None:
-    from ddr_search.evaluation.harness import passage_texts
-    from ddr_search.model.encoder import passage_text
+def test_bm25_and_the_encoder_see_the_same_passage_text(tmp_path) -> None:
+    """What the embedded store gives BM25 for each document is exactly what the encoder embeds."""
+    import numpy as np
 
-    corpus = {"a": {"title": "Vitamin D", "text": "reduces fractures"}, "b": {"title": "", "text": " no title "}}
-    _, texts = passage_texts(corpus)
-    assert texts == [passage_text(d["title"], d["text"]) for d in corpus.values()]
+    from connectors.embedded import EmbeddedBackend
+    from ddr_search.evaluation.harness import passage_texts
+    from ddr_search.types import Document, IndexedDocument, passage_text
+
+    docs = [Document("a", "Body text.", "A Title"), Document("b", "Only a body.", ""), Document("c", "x", "  ")]
+    backend = EmbeddedBackend(tmp_path / "store", 4)
+    backend.upsert([IndexedDocument(d, np.ones(4, dtype=np.float32) / 2, "v") for d in docs])
+    indexed = backend.store.rows().texts
+    backend.close()
+    assert indexed == [passage_text(d.title, d.text) for d in docs]
+    corpus = {d.id: {"title": d.title, "text": d.text} for d in docs}
+    assert passage_texts(corpus)[1] == indexed  # the evaluation harness feeds the encoder the same strings
 
 
 @pytest.mark.slow
