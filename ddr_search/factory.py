@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,10 +49,13 @@ def default_onnx_dir(settings: Settings) -> Path:
     return settings.onnx_dir if settings.onnx_dir is not None else settings.home / "onnx"
 
 
-def build_encoder(settings: Settings) -> Encoder:
-    """ONNX Runtime encoders when an export for this very store exists, else the torch encoder."""
+def build_encoder(settings: Settings, *, passage_threads: int = 0) -> Encoder:
+    """ONNX Runtime encoders when an export for this very store exists, else the torch encoder.
+
+    `passage_threads`: the ONNX passage session's threads (0 = every core; a worker process gets its share).
+    """
     store = default_module_store(settings)
-    onnx = _onnx_encoder(settings, store)
+    onnx = _onnx_encoder(settings, store, passage_threads)
     if onnx is not None:
         return onnx
     from ddr_search.model.encoder import TorchEncoder
@@ -64,7 +68,7 @@ def build_encoder(settings: Settings) -> Encoder:
     )
 
 
-def _onnx_encoder(settings: Settings, store: Path | None) -> Encoder | None:
+def _onnx_encoder(settings: Settings, store: Path | None, passage_threads: int = 0) -> Encoder | None:
     """The export under DDR_ONNX_DIR / <home>/onnx, checked against the store and backbone in use.
 
     An export named explicitly (DDR_ONNX_DIR) that is missing or stale raises ExportError; the default
@@ -88,6 +92,7 @@ def _onnx_encoder(settings: Settings, store: Path | None) -> Encoder | None:
             store=store,
             precision="auto",  # int8 when it was exported
             query_threads=settings.search.query_threads,
+            passage_threads=passage_threads,
             top_k=settings.search.top_k_modules,
             default_routing=settings.routing,
         )
@@ -127,10 +132,13 @@ def build_celery_app(settings: Settings, *, processes: int = 1, threads: int | N
     threads = threads or max(1, (os.cpu_count() or 1) // processes)
 
     def make_encoder() -> Encoder:
-        import torch
-
-        torch.set_num_threads(threads)
-        return build_encoder(settings)
+        """Each worker process takes its share of the cores, whichever encoder serves: two processes on two
+        cores must not run two threads each."""
+        encoder = build_encoder(settings, passage_threads=threads)
+        torch = sys.modules.get("torch")  # loaded by the torch encoder only; the ONNX path never imports it
+        if torch is not None:
+            torch.set_num_threads(threads)
+        return encoder
 
     def make_backend(dimension: int) -> Backend:
         return build_backend(settings, dimension)

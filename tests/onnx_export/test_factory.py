@@ -8,6 +8,7 @@ import pytest
 
 from ddr_search.errors import ExportError
 from ddr_search.settings import Settings
+from onnx_export.runtime import OrtEncoder
 
 
 def test_build_encoder_uses_a_matching_export(export_dir, store, tmp_path):
@@ -68,3 +69,12 @@ def test_loading_and_querying_an_onnx_export_leaves_torch_out(export_dir, store)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_worker_process_gets_its_share_of_the_cores_on_the_onnx_path(export_dir, store, tmp_path):
+    from ddr_search.factory import build_encoder
+
+    settings = Settings(home=tmp_path, modules=store, onnx_dir=export_dir)
+    assert isinstance(build_encoder(settings, passage_threads=1), OrtEncoder)
+    assert build_encoder(settings, passage_threads=1).passage_threads == 1
+    assert build_encoder(settings).passage_threads == 0  # in-process ingest: every core
