@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _common import BEIR, machine
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,25 +39,6 @@ REFERENCE = {
 }  # fmt: skip
 MTEB = {"scifact": 0.645, "nfcorpus": 0.316}
 TOLERANCE = 0.01
-
-
-def machine() -> dict[str, object]:
-    versions = {}
-    for package in ("torch", "transformers", "bm25s", "rank-bm25", "ir-measures", "numpy", "PyStemmer"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": sys.version.split()[0],
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # the 2 cores are shared
-        "torch_threads_queries": 1,
-        "torch_threads_passages": min(2, os.cpu_count() or 1),
-        "versions": versions,
-    }
 
 
 def rank_bm25_runs(ids, texts, queries):
@@ -227,7 +207,7 @@ def plot(report: dict[str, object], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "beir")
+    parser.add_argument("--data", type=Path, default=BEIR)
     parser.add_argument("--cache-dir", type=Path, default=None, help="passage-embedding cache [DDR_HOME/cache]")
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--render-only", action="store_true", help="re-render the .md/.png from the existing JSON")
@@ -245,7 +225,7 @@ def main() -> None:
     report: dict[str, object] = {
         "benchmark": "beir_baselines",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        "machine": machine("torch", "transformers", "bm25s", "rank-bm25", "ir-measures", "numpy", "PyStemmer"),
         "settings": {
             "bm25": "bm25s Lucene k1=1.5 b=0.75, English stopwords, Snowball English stemmer, title + text",
             "rank_bm25": "BM25Okapi k1=1.5 b=0.75 (default epsilon 0.25), the same tokens",

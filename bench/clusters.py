@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from _common import BEIR
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,8 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 REPORTS = REPO / "bench" / "reports"
-SHARED = Path(os.environ.get("DDR_SHARED_DATA", REPO.parent / "shared" / "data"))
-SCIFACT = SHARED / "beir" / "scifact"
+SCIFACT = BEIR / "scifact"
 OS_NODE, ES_NODE = "opensearch-2.19.1", "elasticsearch-8.19.8"
 DDR_SEARCH = Path(sys.executable).parent / "ddr-search"
 REDIS_URL = "redis://localhost:6379/0"

@@ -20,52 +20,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _common import BEIR, machine
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
-SHARED = REPO.parent / "shared" / "data" / "beir" / "scifact"
+SHARED = BEIR / "scifact"
 PASSAGE_TOKENS = 256
 QUERY_TOKENS = 16
 BATCH = 32
 TARGET = 1.8
 SYSTEMS = ("torch fp32", "ORT fp32", "ORT int8")
-
-
-def machine() -> dict[str, object]:
-    versions = {}
-    for package in ("torch", "transformers", "onnxruntime", "onnx", "tokenizers", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "threads": 1,
-        "versions": versions,
-    }
 
 
 def build_store(path: Path, prefix_length: int) -> Path:
@@ -185,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "encode",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        "machine": machine("torch", "transformers", "onnxruntime", "onnx", "tokenizers", "numpy"),
         "load_average": os.getloadavg(),
         "setup": {
             "passages": len(passages),

@@ -17,39 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
+
+from _common import BEIR, machine
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
-SCIFACT = REPO.parent / "shared" / "data" / "beir" / "scifact" / "corpus.jsonl"
+SCIFACT = BEIR / "scifact" / "corpus.jsonl"
 DEMO = REPO / "ddr_search" / "demo"
 DDR_SEARCH = Path(sys.executable).parent / "ddr-search"
-
-
-def machine() -> dict[str, object]:
-    versions = {}
-    for package in ("torch", "transformers", "celery", "kombu", "redis", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(), **versions}
 
 
 def write_corpus(path: Path, limit: int) -> str:
@@ -201,7 +186,7 @@ def main() -> None:
         "broker": args.broker.split("://")[0],
         "torch_threads_per_process": 1,
         "max_passage_tokens": 256,
-        "machine": machine(),
+        "machine": machine("torch", "transformers", "celery", "kombu", "redis", "numpy"),
         "results": rows,
     }
     write_report(record)

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from _common import SHARED_DATA, machine
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DDR_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = SHARED_DATA
 SETS = ("scifact", "nfcorpus")
 OTHER = {"scifact": "nfcorpus", "nfcorpus": "scifact"}
 REFERENCE = {
@@ -70,20 +70,6 @@ class CachedPassageEncoder:
         a = self.queries.encode_passages(texts)
         b = self.passages.encode_passages(texts)
         assert np.array_equal(a, b), "store passage embeddings differ from the frozen ones"
-
-
-def machine() -> dict[str, object]:
-    import torch
-    import transformers
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def configs():
@@ -321,7 +307,7 @@ def main() -> int:
         for name, r in manifest.modules.items()
     }
     report = {
-        "machine": machine(),
+        "machine": machine("torch", "transformers"),
         "data": str(DATA),
         "metrics": results,
         "passage_lengths": lengths,

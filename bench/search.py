@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -29,30 +28,16 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from _common import SHARED_DATA, machine
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DDR_SHARED_DATA", REPO.parent / "shared" / "data"))
-SCIFACT = SHARED / "beir" / "scifact"
+
+SCIFACT = SHARED_DATA / "beir" / "scifact"
 REPORTS = REPO / "bench" / "reports"
 WORK = REPO / ".ddr" / "bench-search"
 SYNTHETIC_SIZE = 100_000
 DIMENSION = 384
 NAMES = ("scifact", "100k", "scifact_onnx_int8", "100k_onnx_int8")  # report sections: corpus [+ encoder]
-
-
-def machine() -> dict[str, object]:
-    import bm25s
-    import torch
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "bm25s": bm25s.__version__,
-        "platform": platform.platform(),
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -424,7 +409,7 @@ def main() -> None:
     args = parser.parse_args()
     path = REPORTS / "search.json"
     report = json.loads(path.read_text()) if path.exists() else {}
-    report["machine"] = machine()
+    report["machine"] = machine("torch", "numpy", "bm25s")
     suffix = "" if args.onnx is None else "_onnx_int8"
     parts = (
         ("scifact", lambda n: part_scifact(n, args.scifact_vectors, args.onnx)),
