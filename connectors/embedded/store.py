@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,20 @@ CREATE TABLE IF NOT EXISTS documents (
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_domain ON documents(domain);
+CREATE TABLE IF NOT EXISTS metadata_values (
+    id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    num REAL,
+    text TEXT
+);
+CREATE INDEX IF NOT EXISTS metadata_by_number ON metadata_values(key, kind, num);
+CREATE INDEX IF NOT EXISTS metadata_by_text ON metadata_values(key, kind, text);
+CREATE INDEX IF NOT EXISTS metadata_by_id ON metadata_values(id);
 """
+# metadata_values: one row per scalar value of a document's metadata (a list gives one row per element,
+# nested objects give dotted keys, null gives none), typed so that filters are index lookups, not a scan of
+# every document's JSON. Kept in the same transaction as the documents table.
 
 _UPSERT = """
 INSERT INTO documents (id, title, text, domain, metadata, encoder_version, vector)
@@ -123,6 +136,11 @@ class DocumentStore:
                     db.execute(statement)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            if db.execute("SELECT 1 FROM meta WHERE key = 'metadata_values'").fetchone() is None:
+                # a store written before the side table: fill it once from the documents' JSON
+                for doc_id, metadata in db.execute("SELECT id, metadata FROM documents").fetchall():
+                    db.executemany(_INSERT_VALUE, _metadata_rows(doc_id, json.loads(metadata)))
+                db.execute("INSERT INTO meta VALUES ('metadata_values', '1')")
             found = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
         if int(found) != FORMAT_VERSION:
             raise BackendError(
@@ -168,6 +186,13 @@ class DocumentStore:
                     f"{dimension}: it was made with another encoder; use another DDR_HOME or delete the store"
                 )
             db.executemany(_UPSERT, rows)
+            ids = [d.document.id for d in documents]
+            for chunk in _chunks(ids):
+                db.execute(f"DELETE FROM metadata_values WHERE id IN ({_marks(chunk)})", chunk)
+            db.executemany(
+                _INSERT_VALUE,
+                [row for d in documents for row in _metadata_rows(d.document.id, d.document.metadata)],
+            )
             _bump(db)
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -176,6 +201,7 @@ class DocumentStore:
             for chunk in _chunks(list(ids)):
                 cursor = db.execute(f"DELETE FROM documents WHERE id IN ({_marks(chunk)})", chunk)
                 removed += cursor.rowcount
+                db.execute(f"DELETE FROM metadata_values WHERE id IN ({_marks(chunk)})", chunk)
             if removed:
                 _bump(db)
         return removed
@@ -195,7 +221,7 @@ class DocumentStore:
         return found
 
     def ids_matching(self, filters: Filters) -> list[str]:
-        """Ids whose metadata satisfies every condition, by SQLite's JSON functions (one indexed-free scan)."""
+        """Ids whose metadata satisfies every condition: index lookups in metadata_values."""
         where, params = _sql_conditions(filters)
         with self.read() as db:
             return [row[0] for row in db.execute(f"SELECT id FROM documents WHERE {where}", params)]
@@ -268,30 +294,63 @@ def _retry(action, attempts: int = 50):  # type: ignore[no-untyped-def]
     return None
 
 
-def _json_path(key: str) -> str:
-    return "$." + ".".join(f'"{part}"' for part in key.split("."))
+_INSERT_VALUE = "INSERT INTO metadata_values (id, key, kind, num, text) VALUES (?, ?, ?, ?, ?)"
+
+
+def _typed(value: object) -> tuple[str, float | None, str | None]:
+    if isinstance(value, bool):
+        return "bool", float(value), None
+    if isinstance(value, int | float):
+        return "num", float(value), None
+    return "text", None, str(value)
+
+
+def _metadata_rows(doc_id: str, metadata: object, prefix: str = "") -> list[tuple[object, ...]]:
+    """The metadata_values rows of one document (see the schema's note)."""
+    rows: list[tuple[object, ...]] = []
+    items = metadata.items() if isinstance(metadata, Mapping) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Mapping):
+                rows += _metadata_rows(doc_id, item, f"{path}.")
+            elif item is not None and not isinstance(item, list):
+                rows.append((doc_id, path, *_typed(item)))
+    return rows
+
+
+def _value_test(values: Sequence[object]) -> tuple[str, list[object]]:
+    """`kind = ... AND value IN (...)` over metadata_values rows, one clause per value kind."""
+    parts, params = [], []
+    for kind in ("text", "num", "bool"):
+        chosen = [v for v in values if _typed(v)[0] == kind]
+        if chosen:
+            column = "text" if kind == "text" else "num"
+            parts.append(f"(kind = '{kind}' AND {column} IN ({_marks(chosen)}))")
+            params += [_typed(v)[2] if kind == "text" else _typed(v)[1] for v in chosen]
+    return " OR ".join(parts), params
 
 
 def _sql_conditions(filters: Filters) -> tuple[str, list[object]]:
-    """ddr_search.filters conditions as one SQL predicate. `json_each` over a path yields the value itself
-    for a scalar and each element for a list, so "equals" means "any element equals", as on the engines;
-    date bounds compare ISO strings as text, as the engines compare keyword metadata."""
+    """ddr_search.filters conditions as one SQL predicate over `documents.id`. A list-valued key matches when
+    any element does, as on the engines; date bounds compare ISO strings as text, as the engines compare
+    keyword metadata; a key holding null or an empty list does not exist, as on the engines."""
     parts: list[str] = []
     params: list[object] = []
     for c in filters:
-        path = _json_path(c.key)
-        each = "SELECT 1 FROM json_each(documents.metadata, ?) AS e WHERE "
+        rows = "SELECT id FROM metadata_values WHERE key = ?"
         if c.op == "exists":
-            parts.append(f"json_type(documents.metadata, ?) IS {'NOT ' if c.present else ''}NULL")
-            params.append(path)
+            parts.append(f"id {'' if c.present else 'NOT '}IN ({rows})")
+            params.append(c.key)
         elif c.op in ("in", "ne"):
-            test = f"EXISTS ({each}e.type != 'object' AND e.type != 'array' AND e.value IN ({_marks(c.values)}))"
-            parts.append(test if c.op == "in" else f"NOT {test}")
-            params += [path, *c.values]
+            test, values = _value_test(c.values)
+            parts.append(f"id {'' if c.op == 'in' else 'NOT '}IN ({rows} AND ({test}))")
+            params += [c.key, *values]
         else:
-            kind = "e.type = 'text'" if isinstance(c.bounds[0][1], str) else "e.type IN ('integer', 'real')"
+            dates = isinstance(c.bounds[0][1], str)
+            column, kind = ("text", "text") if dates else ("num", "num")
             sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-            bounds = " AND ".join(f"e.value {sql_op[op]} ?" for op, _ in c.bounds)
-            parts.append(f"EXISTS ({each}{kind} AND {bounds})")
-            params += [path, *(b for _, b in c.bounds)]
+            bounds = " AND ".join(f"{column} {sql_op[op]} ?" for op, _ in c.bounds)
+            parts.append(f"id IN ({rows} AND kind = '{kind}' AND {bounds})")
+            params += [c.key, *(b for _, b in c.bounds)]
     return " AND ".join(parts) or "1", params

@@ -191,3 +191,32 @@ def test_int8_kernel_is_not_trusted_on_widths_it_does_not_block_cleanly(width):
     from connectors.embedded import snapshot
 
     assert snapshot._int8_scorer(torch, np.ones((16, width), np.float32)) is None
+
+
+def test_a_store_written_before_the_metadata_side_table_is_filled_on_open(tmp_path) -> None:
+    """Stores made by an earlier release have no metadata_values table: opening one fills it from the
+    documents' JSON once, and filters then answer as on a new store."""
+    import sqlite3
+
+    from ddr_search.filters import parse_filters
+    from ddr_search.types import Document, IndexedDocument
+
+    store = tmp_path / "store"
+    backend = EmbeddedBackend(store, 4)
+    vector = np.full(4, 0.5, dtype=np.float32)
+    backend.upsert(
+        [
+            IndexedDocument(Document("a", "t", metadata={"lang": "en", "tags": ["x", "y"]}), vector, "v"),
+            IndexedDocument(Document("b", "t", metadata={"lang": "de"}), vector, "v"),
+        ]
+    )
+    backend.close()
+    with sqlite3.connect(store / "store.sqlite3") as db:  # what an earlier release left on disk
+        db.execute("DROP TABLE metadata_values")
+        db.execute("DELETE FROM meta WHERE key = 'metadata_values'")
+    reopened = EmbeddedBackend(store, 4)
+    try:
+        assert reopened.store.ids_matching(parse_filters({"tags": "y"})) == ["a"]
+        assert reopened.store.ids_matching(parse_filters({"lang": {"ne": "en"}})) == ["b"]
+    finally:
+        reopened.close()
