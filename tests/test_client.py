@@ -14,7 +14,7 @@ from ddr_search.client import DDRSearch
 from ddr_search.errors import ConfigError, InputError
 from ddr_search.settings import Settings
 from ddr_search.types import Document
-from tests.connectors.embedded.doubles import HashingEncoder
+from tests.doubles import HashingEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [

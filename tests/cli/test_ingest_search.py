@@ -18,7 +18,7 @@ from connectors.embedded import EmbeddedBackend
 from ddr_search.cli.main import cli
 from ddr_search.client import DDRSearch
 from ddr_search.settings import Settings
-from tests.connectors.embedded.doubles import HashingEncoder
+from tests.doubles import HashingEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "ddr_search" / "demo"

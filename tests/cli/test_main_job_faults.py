@@ -15,24 +15,7 @@ from ddr_search.client import DDRSearch
 from ddr_search.errors import InputError
 from ddr_search.ingest import IngestInterrupted
 from ddr_search.settings import Settings
-from tests.connectors.embedded.doubles import HashingEncoder
-
-
-class CountingEncoder(HashingEncoder):
-    """TEST DOUBLE: the hashing encoder, counting the passages it encodes; optionally Ctrl-C on a call."""
-
-    def __init__(self, interrupt_on_call: int | None = None) -> None:
-        super().__init__()
-        self.passages = 0
-        self.calls = 0
-        self.interrupt_on_call = interrupt_on_call
-
-    def encode_passages(self, texts, *, batch_size=32):  # type: ignore[no-untyped-def]
-        self.calls += 1
-        if self.calls == self.interrupt_on_call:
-            raise KeyboardInterrupt
-        self.passages += len(texts)
-        return super().encode_passages(texts, batch_size=batch_size)
+from tests.doubles import CountingEncoder, HashingEncoder
 
 
 def docs(n: int, prefix: str = "d", **extra: object) -> list[dict[str, object]]:

@@ -19,7 +19,7 @@ from ddr_search.filters import parse_filters
 from ddr_search.search import search
 from ddr_search.settings import SearchSettings
 from ddr_search.types import Backend, Document
-from tests.connectors.opensearch.conftest import HashEncoder, indexed
+from tests.doubles import HashEncoder, indexed
 
 DOCS = [
     Document(

@@ -13,7 +13,7 @@ import pytest
 from ddr_search.errors import BackendError
 from ddr_search.fusion import FusionConfig, Technique
 from ddr_search.types import Encoder
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, indexed
+from tests.doubles import CORPUS, HashEncoder, indexed
 
 pytestmark = pytest.mark.cluster
 

@@ -18,7 +18,7 @@ from ddr_search.filters import parse_filters
 from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import Document
 from tests.connectors.elasticsearch.conftest import NODES, EsTarget
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, indexed
+from tests.doubles import CORPUS, HashEncoder, indexed
 
 
 def loaded(target: EsTarget, **kwargs: object):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ddr_search.client import DDRSearch
 from ddr_search.settings import Settings
-from tests.connectors.embedded.doubles import HashingEncoder
+from tests.doubles import HashingEncoder
 
 
 def main() -> None:

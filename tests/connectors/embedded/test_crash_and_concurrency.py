@@ -21,7 +21,7 @@ import pytest
 from connectors.embedded import EmbeddedBackend
 from ddr_search.client import DDRSearch
 from ddr_search.settings import Settings
-from tests.connectors.embedded.doubles import HashingEncoder, hash_vector
+from tests.doubles import HashingEncoder, hash_vector
 
 REPO = Path(__file__).resolve().parents[3]
 WORKER = "tests.connectors.embedded.ingest_worker"

@@ -8,7 +8,8 @@ import pytest
 from connectors.opensearch import admin
 from ddr_search.errors import BackendError
 from ddr_search.types import Document, IndexedDocument
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, indexed
+from tests.connectors.opensearch.conftest import Target
+from tests.doubles import CORPUS, HashEncoder, indexed
 
 
 def ready(target: Target, **kwargs: object):

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from ddr_search.cli.main import cli
-from tests.connectors.opensearch.conftest import HashEncoder, Target, indexed
+from tests.connectors.opensearch.conftest import Target
+from tests.doubles import HashEncoder, indexed
 
 
 @pytest.fixture()

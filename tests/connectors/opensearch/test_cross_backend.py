@@ -17,7 +17,8 @@ from connectors.embedded import EmbeddedBackend
 from connectors.opensearch import admin
 from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import IndexedDocument
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target
+from tests.connectors.opensearch.conftest import Target
+from tests.doubles import CORPUS, HashEncoder
 
 QUERIES = [
     "fraud limitations period",

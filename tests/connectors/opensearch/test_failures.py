@@ -23,7 +23,7 @@ from connectors.opensearch import OpenSearchBackend, admin
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.settings import OpenSearchSettings, Settings
 from ddr_search.types import Document, IndexedDocument
-from tests.connectors.opensearch.conftest import HashEncoder
+from tests.doubles import HashEncoder
 
 PASSWORD = "s3cr3t-Pa55w0rd"
 INFO = {"name": "n", "cluster_name": "c", "version": {"distribution": "opensearch", "number": "3.3.0"}}

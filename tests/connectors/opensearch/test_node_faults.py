@@ -19,7 +19,8 @@ from connectors.opensearch.client import build_client
 from ddr_search.errors import BackendError
 from ddr_search.settings import OpenSearchSettings
 from ddr_search.types import Document
-from tests.connectors.opensearch.conftest import HashEncoder, Target, clean_up, indexed
+from tests.connectors.opensearch.conftest import Target, clean_up
+from tests.doubles import HashEncoder, indexed
 from tests.engines.catalog import FAULTS_ENGINE
 from tests.engines.node import EngineError, kill, restart, start, stop
 

@@ -9,7 +9,8 @@ import pytest
 
 from connectors.opensearch import admin
 from ddr_search.errors import BackendError
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, indexed
+from tests.connectors.opensearch.conftest import Target
+from tests.doubles import CORPUS, HashEncoder, indexed
 
 
 def serving(target: Target) -> list[str]:

@@ -12,8 +12,9 @@ from connectors.opensearch.hybrid import inner_product_to_knn_score, knn_score_t
 from ddr_search.filters import parse_filters
 from ddr_search.fusion import FusionConfig, Technique, fuse
 from ddr_search.types import Document
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, indexed
+from tests.connectors.opensearch.conftest import Target
 from tests.connectors.opensearch.faults import FaultState
+from tests.doubles import CORPUS, HashEncoder, indexed
 
 
 def loaded(target: Target, **kwargs: object):

@@ -20,7 +20,8 @@ from connectors.opensearch.client import build_client, wrapped
 from ddr_search.errors import BackendError
 from ddr_search.settings import OpenSearchSettings
 from tests.conftest import service_missing
-from tests.connectors.opensearch.conftest import CORPUS, HashEncoder, Target, clean_up
+from tests.connectors.opensearch.conftest import Target, clean_up
+from tests.doubles import CORPUS, HashEncoder
 
 pytestmark = pytest.mark.cluster
 
