@@ -13,9 +13,10 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
-from ddr_search.data.documents import FileCheck, check_domain, check_file, document_from_record, read_documents
+from ddr_search.data.documents import FileCheck, check_file, document_from_record, read_documents
 from ddr_search.errors import DDRSearchError, InputError
 from ddr_search.indexing import IndexCounts
+from ddr_search.names import check_name
 from ddr_search.types import Backend, Document, Encoder
 
 T = TypeVar("T")
@@ -179,7 +180,7 @@ def index_checked(
 def check_documents(items: Iterable[Document | Mapping[str, object]], domain: str | None = None) -> list[Document]:
     """Validate in-memory documents (Document objects or JSONL-shaped dicts); errors name the item number."""
     if domain is not None:
-        check_domain(domain)
+        check_name(domain)
     documents: list[Document] = []
     seen: dict[str, int] = {}
     for number, item in enumerate(items, start=1):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
 
-from ddr_search.errors import InputError
+from ddr_search.data.documents import document_from_record
 from ddr_search.types import Document, JSONValue
 
 Payload = dict[str, JSONValue]
@@ -32,29 +31,6 @@ def payload_key(item: object, position: int) -> str:
 
 
 def from_payload(item: object) -> Document:
-    """Rebuild a Document, refusing what cannot be indexed (the ingest reader checks files the same way).
-
-    Raises InputError naming the field: messages can come from any producer, not only our reader.
-    """
-    if not isinstance(item, Mapping):
-        raise InputError(f"a document must be a JSON object, got {type(item).__name__}")
-    doc_id = item.get("id")
-    if not isinstance(doc_id, str) or not doc_id.strip():
-        raise InputError("missing or empty (a non-empty string is required)", field="id")
-    text = item.get("text")
-    if not isinstance(text, str):
-        raise InputError(f"must be a string, got {type(text).__name__}", field="text")
-    title = item.get("title") or ""
-    if not isinstance(title, str):
-        raise InputError(f"must be a string, got {type(title).__name__}", field="title")
-    if not text.strip() and not title.strip():
-        raise InputError("is empty (and there is no title): nothing to index", field="text")
-    domain = item.get("domain")
-    if domain is not None and not isinstance(domain, str):
-        raise InputError(f"must be a string, got {type(domain).__name__}", field="domain")
-    metadata = item.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
-        raise InputError(f"must be an object, got {type(metadata).__name__}", field="metadata")
-    return Document(
-        id=doc_id, text=text, title=title, domain=domain, metadata=cast(dict[str, JSONValue], dict(metadata))
-    )
+    """Rebuild a Document with the ingest reader's own validator: messages can come from any producer, so
+    a worker refuses exactly what a file ingest refuses. Raises InputError naming the field."""
+    return document_from_record(item)

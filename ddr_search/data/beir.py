@@ -9,11 +9,11 @@ corpus ``{id: {"title", "text"}}``, queries ``{id: text}``, qrels ``{query_id: {
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from ddr_search.data.jsonl import read_jsonl, read_lines
 from ddr_search.errors import InputError
 
 Corpus = dict[str, dict[str, str]]
@@ -32,41 +32,6 @@ class BeirDataset(NamedTuple):
     corpus: Corpus
     queries: Queries
     qrels: Qrels
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of every non-blank line, decoding UTF-8 strictly line by line."""
-    try:
-        handle = path.open("rb")
-    except OSError as e:
-        raise InputError(f"cannot read the file: {e.strerror or e}", path=path) from e
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(
-                    f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-encode the file as UTF-8",
-                    path=path,
-                    line=number,
-                ) from e
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            if text.strip():
-                yield number, text.rstrip("\r\n")
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """(line number, object) for each non-blank line; bad JSON or a non-object line is an InputError."""
-    path = Path(path)
-    for number, text in _lines(path):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"bad JSON: {e.msg} at column {e.colno}", path=path, line=number) from e
-        if not isinstance(value, dict):
-            raise InputError(f"expected a JSON object, found {type(value).__name__}", path=path, line=number)
-        yield number, value
 
 
 def _id(value: Mapping[str, object], path: Path, line: int) -> str:
@@ -126,7 +91,7 @@ def read_qrels(
     path = Path(path)
     qrels: Qrels = {}
     first = True
-    for line, text in _lines(path):
+    for line, text in read_lines(path):
         columns = text.split("\t")
         if first:
             first = False

@@ -7,27 +7,14 @@ file leaves the store unchanged), then `read_documents` streams it for embedding
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ddr_search.data.jsonl import parse_line
 from ddr_search.errors import InputError
+from ddr_search.names import check_name
 from ddr_search.types import Document, JSONValue
-
-# The same slug rule as ddr_search.model.ddr.check_name (not imported: that module loads torch).
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def check_domain(name: str) -> str:
-    """Domains become index keywords and module names: 1-63 lowercase letters, digits, '-' or '_'."""
-    if not isinstance(name, str) or not _SLUG.match(name):
-        raise InputError(
-            f"domain {name!r} is not a slug: use 1-63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 def document_from_record(
@@ -83,7 +70,7 @@ def document_from_record(
     own = record.get("domain")
     if domain is None and own is not None:
         try:
-            domain = check_domain(own)
+            domain = check_name(own)
         except InputError as e:
             raise fail(str(e), "domain") from None
     return Document(id=raw_id, text=text, title=title, domain=domain, metadata=_json_dict(metadata))
@@ -118,19 +105,8 @@ def _json_dict(metadata: Mapping[str, object]) -> dict[str, JSONValue]:
 
 def _parse(raw: bytes, path: Path, line: int, domain: str | None) -> Document | None:
     """One line -> a Document, None for a blank line; InputError for anything else."""
-    try:
-        decoded = raw.decode("utf-8-sig")  # a BOM on any line (files joined with cat) is not content
-    except UnicodeDecodeError as e:
-        raise InputError(
-            f"not valid UTF-8 (byte {e.start} of the line): save the file as UTF-8", path=path, line=line
-        ) from None
-    if not decoded.strip():
-        return None
-    try:
-        record = json.loads(decoded)
-    except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=line) from None
-    return document_from_record(record, domain=domain, path=path, line=line)
+    record = parse_line(raw, path, line)
+    return None if record is None else document_from_record(record, domain=domain, path=path, line=line)
 
 
 @dataclass
@@ -153,7 +129,7 @@ def check_file(path: str | Path, *, domain: str | None = None, skip_invalid: boo
     """
     path = Path(path)
     if domain is not None:
-        check_domain(domain)
+        check_name(domain)
     if not path.is_file():
         raise InputError("no such file", path=path)
     seen: dict[str, int] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
@@ -12,20 +11,10 @@ from ddr_search.errors import InputError, UnknownModuleError
 from ddr_search.model.backbone import Backbone, BackboneInfo, pool
 from ddr_search.model.prefix import PrefixModule, PrefixState, init_from_backbone, install_prefix_attention
 from ddr_search.model.router import Router, routing_weights
+from ddr_search.names import check_name
 from ddr_search.types import RoutingMode
 
 GENERAL = "general"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def check_name(name: str, what: str = "domain") -> str:
-    """Domain and module names are slugs: they become file names and index keywords."""
-    if not _NAME.match(name):
-        raise InputError(
-            f"{what} name {name!r} is not a slug: use 1-63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 class DDRModel(nn.Module):

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddr_search.data.beir import read_jsonl
+from ddr_search.data.jsonl import read_jsonl
 from ddr_search.errors import InputError
-from ddr_search.model.ddr import check_name
+from ddr_search.names import check_name
 
 FIELDS = {"query", "positive", "positives", "negatives", "domain", "query_id"}
 PASSAGE_FIELDS = {"id", "title", "text"}

@@ -54,7 +54,7 @@ def good_lines(rows: list[dict]) -> list[str]:
 @pytest.mark.parametrize(
     ("file", "content", "line", "field", "message"),
     [
-        ("corpus.jsonl", [*good_lines(CORPUS[:1]), '{"_id": "d2", "title": "x"'], 2, None, "bad JSON"),
+        ("corpus.jsonl", [*good_lines(CORPUS[:1]), '{"_id": "d2", "title": "x"'], 2, None, "invalid JSON"),
         ("corpus.jsonl", [*good_lines(CORPUS[:2]), '{"title": "x", "text": "y"}'], 3, "_id", "missing"),
         ("corpus.jsonl", [*good_lines(CORPUS[:1]), '{"_id": "d9", "title": "x"}'], 2, "text", "missing"),
         ("corpus.jsonl", [*good_lines(CORPUS[:1]), '{"_id": "d9", "text": 5}'], 2, "text", "string"),
@@ -85,7 +85,7 @@ def test_malformed_files_name_file_line_and_field(
 def test_non_utf8_names_the_line(tmp_path: Path) -> None:
     lines = [json.dumps(CORPUS[0]).encode(), b'{"_id": "d2", "text": "caf\xe9"}']
     folder = write(tmp_path, corpus=b"\n".join(lines) + b"\n")
-    with pytest.raises(InputError, match=r"corpus\.jsonl:2: not UTF-8 \(byte 0xe9"):
+    with pytest.raises(InputError, match=r"corpus\.jsonl:2: not valid UTF-8 \(byte 0xe9"):
         read_corpus(folder / "corpus.jsonl")
 
 

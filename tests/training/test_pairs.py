@@ -47,7 +47,7 @@ def test_unknown_field_and_bad_json_are_errors(tmp_path):
     with pytest.raises(InputError, match="unknown field") as info:
         read_pairs(_write(tmp_path, [{"query": "q", "postives": ["x"]}]))
     assert info.value.line == 1
-    with pytest.raises(InputError, match="bad JSON") as info:
+    with pytest.raises(InputError, match="invalid JSON") as info:
         read_pairs(_write(tmp_path, [GOOD, GOOD, "{oops"]))
     assert info.value.line == 3
 
