@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ddr_search.errors import ConfigError
 from ddr_search.filters import Filters, query_clauses
@@ -172,3 +173,14 @@ def item_reason(info: Mapping[str, Any]) -> str:
     if isinstance(cause, dict) and cause.get("reason"):
         text += f" ({cause.get('reason')})"
     return text
+
+
+def redact_url(url: str | None) -> str:
+    """The URL without user-info (`https://user:pw@host` -> `https://host`): what messages and logs show."""
+    if not url:
+        return "<no url>"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -16,7 +16,7 @@ import numpy as np
 from elasticsearch import Elasticsearch, helpers
 from numpy.typing import NDArray
 
-from connectors.elasticsearch.client import build_client, redact_url, wrapped
+from connectors.elasticsearch.client import build_client, wrapped
 from connectors.elasticsearch.schema import dot_product_score_to_inner_product
 from connectors.shared import (
     PASSAGE_FIELD,
@@ -25,6 +25,7 @@ from connectors.shared import (
     domain_counts,
     filter_clauses,
     item_reason,
+    redact_url,
 )
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters

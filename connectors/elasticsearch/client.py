@@ -16,23 +16,12 @@ from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import ConnectionTimeout as EsConnectionTimeout
 from elasticsearch import SSLError as EsSSLError
 
-from connectors.shared import describe_status
+from connectors.shared import describe_status, redact_url
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.settings import ElasticsearchSettings
 
 # A cluster without analysis-common refuses the default analyzer with one of these (the test node does).
 MISSING_ANALYSIS = ("Unknown tokenizer type [pattern]", "Unknown filter type [snowball]")
-
-
-def redact_url(url: str | None) -> str:
-    """The URL without user-info (`https://user:pw@host` -> `https://host`)."""
-    if not url:
-        return "<no url>"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def build_client(settings: ElasticsearchSettings, **overrides: Any) -> Elasticsearch:

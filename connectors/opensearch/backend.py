@@ -13,10 +13,10 @@ from opensearchpy import OpenSearch, helpers
 from connectors import shared
 from connectors.opensearch import queries
 from connectors.opensearch.bulk import RetryPolicy, send_bulk
-from connectors.opensearch.client import build_client, redact_url, wrapped
+from connectors.opensearch.client import build_client, wrapped
 from connectors.opensearch.features import ClusterFeatures, detect
 from connectors.opensearch.hybrid import HybridSearch, knn_score_to_inner_product
-from connectors.shared import filter_clauses, item_reason
+from connectors.shared import filter_clauses, item_reason, redact_url
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters
 from ddr_search.settings import Settings

@@ -17,8 +17,8 @@ from typing import Any
 from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
-from connectors.opensearch.client import describe_error, redact_url
-from connectors.shared import item_reason
+from connectors.opensearch.client import describe_error
+from connectors.shared import item_reason, redact_url
 from ddr_search.errors import BackendError
 
 log = logging.getLogger(__name__)

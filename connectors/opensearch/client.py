@@ -10,25 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
-from connectors.shared import describe_status
+from connectors.shared import describe_status, redact_url
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.settings import OpenSearchSettings
-
-
-def redact_url(url: str | None) -> str:
-    """The URL without user-info (`https://user:pw@host` -> `https://host`)."""
-    if not url:
-        return "<no url>"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _credentials(settings: OpenSearchSettings) -> tuple[str | None, str | None]:

@@ -16,9 +16,9 @@ from numpy.typing import NDArray
 from opensearchpy import exceptions as os_errors
 
 from connectors.opensearch import queries, schema
-from connectors.opensearch.client import describe_error, redact_url
+from connectors.opensearch.client import describe_error
 from connectors.opensearch.features import ClusterFeatures
-from connectors.shared import filter_clauses
+from connectors.shared import filter_clauses, redact_url
 from ddr_search.errors import BackendError
 from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, fuse
