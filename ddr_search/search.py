@@ -110,7 +110,7 @@ def search(
     bm25: ScoredIds = []
     # A backend that fuses on its side (OpenSearch: native `hybrid` query + pipeline, or one `_msearch`)
     # answers hybrid queries in one round trip with the same formulas as `fuse` below.
-    backend_hybrid = backend.hybrid_search if mode is SearchMode.HYBRID and isinstance(backend, HybridBackend) else None
+    hybrid = backend if mode is SearchMode.HYBRID and isinstance(backend, HybridBackend) else None
     config = fusion or fusion_config(settings)
     with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
         if mode is not SearchMode.BM25:
@@ -118,8 +118,8 @@ def search(
                 raise InputError(f"{mode.value} search needs an encoder")
             encoded = encoder.encode_queries([query], domain=route.encoder_domain, routing=route.routing)
             weights = encoded.weights[0]
-            if backend_hybrid is not None:
-                fused = backend_hybrid(
+            if hybrid is not None:
+                fused = hybrid.hybrid_search(
                     query,
                     encoded.vectors[0],
                     k,
@@ -128,7 +128,7 @@ def search(
                     candidates=depth,
                     filters=filters,
                 )
-                return to_hits(fused, backend, weights)
+                return to_hits(fused, backend, weights, "cluster" if hybrid.fuses_natively(config) else "client")
             dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain, filters=filters)
         if mode is not SearchMode.DENSE:
             bm25 = backend.bm25_search(query, depth, domain=route.filter_domain, filters=filters)
@@ -138,10 +138,12 @@ def search(
         fused = [Fused(i, s, (None, s)) for i, s in dense[:k]]
     else:
         fused = [Fused(i, s, (s, None)) for i, s in bm25[:k]]
-    return to_hits(fused, backend, weights)
+    return to_hits(fused, backend, weights, "client" if mode is SearchMode.HYBRID else None)
 
 
-def to_hits(fused: Sequence[Fused], backend: Backend, routing: dict[str, float]) -> list[Hit]:
+def to_hits(
+    fused: Sequence[Fused], backend: Backend, routing: dict[str, float], fused_by: str | None = None
+) -> list[Hit]:
     """Attach stored documents; one deleted between the search and this fetch is left out."""
     documents = backend.get([f.id for f in fused])
     hits = []
@@ -161,6 +163,7 @@ def to_hits(fused: Sequence[Fused], backend: Backend, routing: dict[str, float])
                 bm25_score=bm25_score,
                 dense_score=dense_score,
                 routing=dict(routing),
+                fused_by=fused_by,
             )
         )
     return hits

@@ -86,6 +86,7 @@ class Hit:
     bm25_score: float | None
     dense_score: float | None
     routing: dict[str, float]
+    fused_by: str | None = None  # hybrid only: "cluster" (the engine's pipeline) or "client" (ddr_search.fusion)
 
 
 @runtime_checkable
@@ -190,3 +191,7 @@ class HybridBackend(Protocol):
         offset: int = 0,
         filters: Filters = (),
     ) -> list[Fused]: ...
+
+    def fuses_natively(self, config: FusionConfig) -> bool:
+        """Whether `hybrid_search` lets the engine fuse `config` (else it fuses with ddr_search.fusion)."""
+        ...

@@ -151,9 +151,11 @@ def test_search_json_carries_every_score_and_the_routing(demo_home):
             "bm25_score",
             "dense_score",
             "routing",
+            "fused_by",
             "text_chars",
         }
         assert hit["domain"] == "legal" and hit["metadata"]["topic"] and hit["text_chars"] == len(hit["text"])
+        assert hit["fused_by"] == "client"  # the embedded store fuses with ddr_search.fusion
     assert hits[0]["bm25_score"] > 0 and hits[0]["dense_score"] > 0
     text = run(demo_home, "search", "eviction notice", "--domain", "legal", "--k", "2").stdout
     assert text.startswith("routing: general module only") and "legal-036" in text

@@ -328,3 +328,19 @@ def test_every_fusion_technique_works_in_auto_mode_and_ranks_as_the_client(targe
         and technique is not Technique.RRF
         and (technique is not Technique.Z_SCORE or auto.features.version >= (3,))
     )
+
+
+def test_each_hit_says_who_fused_it(native_target: Target) -> None:
+    """Auto mode on 2.19.1: min_max fuses in the cluster's pipeline, z_score (3.0+ only) on the client."""
+    from ddr_search.search import search
+    from ddr_search.settings import SearchSettings
+
+    backend = loaded(native_target, hybrid="auto")
+    encoder = HashEncoder()
+    for normalization, expected in (("min_max", "cluster"), ("z_score", "client")):
+        hits = search(
+            "fraud", backend=backend, encoder=encoder, settings=SearchSettings(normalization=normalization), k=3
+        )
+        assert hits and {h.fused_by for h in hits} == {expected}, normalization
+    dense = search("fraud", backend=backend, encoder=encoder, settings=SearchSettings(), k=3, mode="dense")
+    assert {h.fused_by for h in dense} == {None}
