@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ddr_search.errors import ConfigError
+import numpy as np
+
+from ddr_search.errors import BackendError, ConfigError
 from ddr_search.filters import Filters, query_clauses
+from ddr_search.types import Document, IndexedDocument
 
 # Lucene BM25 with the parameters the embedded backend (bm25s) uses, so every backend ranks alike.
 BM25_K1 = 1.5
@@ -184,3 +187,35 @@ def redact_url(url: str | None) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def document_source(item: IndexedDocument, dimension: int | None) -> dict[str, Any]:
+    """The `_source` both engines store for a document: its fields, encoder version and vector (checked
+    against the index's dimension before anything is sent)."""
+    doc = item.document
+    vector = np.asarray(item.vector, dtype=np.float32).ravel()
+    if dimension is not None and vector.shape[0] != dimension:
+        raise BackendError(
+            f"document {doc.id!r}: vector has {vector.shape[0]} dimensions, the index expects {dimension}"
+        )
+    source: dict[str, Any] = {
+        "title": doc.title,
+        "text": doc.text,
+        "metadata": dict(doc.metadata),
+        "encoder_version": item.encoder_version,
+        VECTOR_FIELD: vector.tolist(),
+    }
+    if doc.domain is not None:
+        source["domain"] = doc.domain
+    return source
+
+
+def document_from_source(doc_id: str, source: Mapping[str, Any]) -> Document:
+    """A stored `_source` back into a Document (the vector and passage field left out)."""
+    return Document(
+        id=doc_id,
+        text=source.get("text", ""),
+        title=source.get("title", ""),
+        domain=source.get("domain"),
+        metadata=source.get("metadata") or {},
+    )

@@ -63,6 +63,7 @@ class DDRSearch:
         self._encoder = encoder
         self._backend = backend
         self._checked_version = False
+        self._domains: Mapping[str, Sequence[str]] | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -224,12 +225,14 @@ class DDRSearch:
         )
 
     def _store_domains(self) -> Mapping[str, Sequence[str]]:
-        """Domain -> modules from the module store's manifest (read without torch or a model)."""
-        from ddr_search.factory import default_module_store
-        from ddr_search.manifest import read_manifest
+        """Domain -> modules from the module store's manifest (read once, without torch or a model)."""
+        if self._domains is None:
+            from ddr_search.factory import default_module_store
+            from ddr_search.manifest import read_manifest
 
-        store = default_module_store(self.settings)
-        return read_manifest(store).domains if store is not None else {}
+            store = default_module_store(self.settings)
+            self._domains = read_manifest(store).domains if store is not None else {}
+        return self._domains
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many existed."""

@@ -22,6 +22,8 @@ from connectors.shared import (
     PASSAGE_FIELD,
     SOURCE_EXCLUDES,
     VECTOR_FIELD,
+    document_from_source,
+    document_source,
     domain_counts,
     filter_clauses,
     item_reason,
@@ -44,16 +46,6 @@ class ClusterInfo:
 
     def describe(self) -> str:
         return f"elasticsearch {'.'.join(map(str, self.version))}; hybrid: client-side fusion over _msearch"
-
-
-def _document(doc_id: str, source: Mapping[str, Any]) -> Document:
-    return Document(
-        id=doc_id,
-        text=source.get("text", ""),
-        title=source.get("title", ""),
-        domain=source.get("domain"),
-        metadata=source.get("metadata") or {},
-    )
 
 
 class ElasticsearchBackend:
@@ -110,24 +102,6 @@ class ElasticsearchBackend:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def _source(self, item: IndexedDocument) -> dict[str, Any]:
-        doc = item.document
-        vector = np.asarray(item.vector, dtype=np.float32).ravel()
-        if self.dimension is not None and vector.shape[0] != self.dimension:
-            raise BackendError(
-                f"document {doc.id!r}: vector has {vector.shape[0]} dimensions, the index expects {self.dimension}"
-            )
-        source: dict[str, Any] = {
-            "title": doc.title,
-            "text": doc.text,
-            "metadata": dict(doc.metadata),
-            "encoder_version": item.encoder_version,
-            VECTOR_FIELD: vector.tolist(),
-        }
-        if doc.domain is not None:
-            source["domain"] = doc.domain
-        return source
-
     def upsert(self, documents: Sequence[IndexedDocument], *, index: str | None = None) -> None:
         """Index every document (create or replace by id); DocumentsRejected names each refused id."""
         target = index or self.alias
@@ -138,7 +112,8 @@ class ElasticsearchBackend:
                 )
             self._alias_ready = True
         actions = [
-            {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": self._source(d)} for d in documents
+            {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": document_source(d, self.dimension)}
+            for d in documents
         ]
         failures = self._bulk(actions, f"bulk index into {target}")
         if failures:
@@ -275,7 +250,7 @@ class ElasticsearchBackend:
         response = self._call(
             "mget", self.client.mget, index=self.alias, ids=[str(i) for i in ids], source_excludes=SOURCE_EXCLUDES
         )
-        return {d["_id"]: _document(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
+        return {d["_id"]: document_from_source(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
 
     def versions(self, ids: Sequence[str]) -> dict[str, str]:
         if not ids:
@@ -340,7 +315,7 @@ class ElasticsearchBackend:
                 scroll="5m",
                 query={"query": {"match_all": {}}, "_source": {"excludes": SOURCE_EXCLUDES}},
             ):
-                batch.append(_document(hit["_id"], hit["_source"]))
+                batch.append(document_from_source(hit["_id"], hit["_source"]))
                 if len(batch) >= batch_size:
                     yield batch
                     batch = []

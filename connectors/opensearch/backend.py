@@ -16,7 +16,7 @@ from connectors.opensearch.bulk import RetryPolicy, send_bulk
 from connectors.opensearch.client import build_client, wrapped
 from connectors.opensearch.features import ClusterFeatures, detect
 from connectors.opensearch.hybrid import HybridSearch, knn_score_to_inner_product
-from connectors.shared import filter_clauses, item_reason, redact_url
+from connectors.shared import document_from_source, document_source, filter_clauses, item_reason, redact_url
 from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters
 from ddr_search.settings import Settings
@@ -101,24 +101,6 @@ class OpenSearchBackend(HybridSearch):
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def _source(self, item: IndexedDocument) -> dict[str, Any]:
-        doc = item.document
-        vector = np.asarray(item.vector, dtype=np.float32).ravel()
-        if self.dimension is not None and vector.shape[0] != self.dimension:
-            raise BackendError(
-                f"document {doc.id!r}: vector has {vector.shape[0]} dimensions, the index expects {self.dimension}"
-            )
-        source: dict[str, Any] = {
-            "title": doc.title,
-            "text": doc.text,
-            "metadata": dict(doc.metadata),
-            "encoder_version": item.encoder_version,
-            shared.VECTOR_FIELD: vector.tolist(),
-        }
-        if doc.domain is not None:
-            source["domain"] = doc.domain
-        return source
-
     def upsert(self, documents: Sequence[IndexedDocument], *, index: str | None = None) -> None:
         """Index every document (create or replace by id). Raises BackendError naming each failed id."""
         target = index or self.alias
@@ -133,7 +115,12 @@ class OpenSearchBackend(HybridSearch):
         for start in range(0, len(documents), self.chunk_size):
             chunk = documents[start : start + self.chunk_size]
             actions = {
-                d.document.id: {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": self._source(d)}
+                d.document.id: {
+                    "_op_type": "index",
+                    "_index": target,
+                    "_id": d.document.id,
+                    "_source": document_source(d, self.dimension),
+                }
                 for d in chunk
             }
             failures.extend(self._bulk(actions, f"bulk index into {target}"))
@@ -233,19 +220,7 @@ class OpenSearchBackend(HybridSearch):
             body={"ids": [str(i) for i in ids]},
             params={"_source_excludes": ",".join(queries.SOURCE_EXCLUDES)},
         )
-        out: dict[str, Document] = {}
-        for d in response["docs"]:
-            if not d.get("found"):
-                continue
-            src = d["_source"]
-            out[d["_id"]] = Document(
-                id=d["_id"],
-                text=src.get("text", ""),
-                title=src.get("title", ""),
-                domain=src.get("domain"),
-                metadata=src.get("metadata") or {},
-            )
-        return out
+        return {d["_id"]: document_from_source(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
 
     def versions(self, ids: Sequence[str]) -> dict[str, str]:
         """The encoder version of each stored id, by a real-time `mget` of that one field."""
@@ -312,16 +287,7 @@ class OpenSearchBackend(HybridSearch):
                 size=batch_size,
                 scroll="5m",
             ):
-                src = hit["_source"]
-                batch.append(
-                    Document(
-                        id=hit["_id"],
-                        text=src.get("text", ""),
-                        title=src.get("title", ""),
-                        domain=src.get("domain"),
-                        metadata=src.get("metadata") or {},
-                    )
-                )
+                batch.append(document_from_source(hit["_id"], hit["_source"]))
                 if len(batch) >= batch_size:
                     yield batch
                     batch = []

@@ -162,3 +162,23 @@ def delete_queue(broker: str, queue: str) -> None:
 def queue_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """A queue of this test's own, so leftovers of an earlier run can never reach its worker."""
     yield f"ddr-test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+
+
+def ingest_through_a_worker(env: dict[str, str], corpus: Path, log: Path, batch_size: int = 20):  # type: ignore[no-untyped-def]
+    """Start a real `ddr-search worker` with `env`, run one job over `corpus` through it, stop it and delete
+    its queue; returns the job's final status. The caller's environment must hold the same DDR_* settings."""
+    from ddr_search.data.documents import read_documents
+    from ddr_search.factory import build_celery_app, build_job_store
+    from ddr_search.settings import Settings
+    from workers.ingest import submit, wait
+
+    settings = Settings()
+    worker = WorkerProcess(env, log)
+    try:
+        worker.wait_ready()
+        jobs = build_job_store(settings)
+        job = submit(build_celery_app(settings), jobs, lambda: read_documents(corpus), batch_size=batch_size)
+        return wait(jobs, job, progress=False, timeout_s=300)
+    finally:
+        worker.stop()
+        delete_queue(REDIS_URL, env["DDR_WORKERS__QUEUE"])

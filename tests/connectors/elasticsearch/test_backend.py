@@ -221,12 +221,10 @@ def test_a_real_worker_ingests_into_elasticsearch(
     """The Celery workers write to Elasticsearch unchanged: a real `ddr-search worker` embeds a job into it."""
     import uuid
 
-    from ddr_search.data.documents import read_documents
-    from ddr_search.factory import build_celery_app, build_encoder, build_job_store
+    from ddr_search.factory import build_encoder
     from ddr_search.settings import Settings
     from tests.conftest import service_missing
-    from tests.workers.conftest import REDIS_URL, WorkerProcess, delete_queue, reachable, worker_env, write_corpus
-    from workers.ingest import wait
+    from tests.workers.conftest import REDIS_URL, ingest_through_a_worker, reachable, worker_env, write_corpus
 
     if not reachable(6379):
         service_missing("Redis is not running on localhost:6379")
@@ -250,16 +248,6 @@ def test_a_real_worker_ingests_into_elasticsearch(
     settings = Settings()
     encoder = build_encoder(settings)
     backend = es_target.ready(encoder.dimension, encoder.version)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        worker.wait_ready()
-        from workers.ingest import submit
-
-        jobs = build_job_store(settings)
-        job = submit(build_celery_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
-        status = wait(jobs, job, progress=False, timeout_s=300)
-    finally:
-        worker.stop()
-        delete_queue(REDIS_URL, queue)
+    status = ingest_through_a_worker(env, tmp_path / "corpus.jsonl", tmp_path / "worker.log")
     assert (status.state.value, status.indexed, status.failures) == ("done", 60, {})
     assert backend.count() == 60 and sorted(backend.get(ids)) == sorted(ids)  # refreshed by the worker

@@ -175,11 +175,9 @@ def test_the_documented_role_ingests_through_a_real_worker(
 ) -> None:
     """A `ddr-search worker` holding only the role's credentials (TLS verified with the node's CA) embeds a
     job into the secured node."""
-    from ddr_search.data.documents import read_documents
-    from ddr_search.factory import build_celery_app, build_encoder, build_job_store
+    from ddr_search.factory import build_encoder
     from ddr_search.settings import Settings
-    from tests.workers.conftest import REDIS_URL, WorkerProcess, delete_queue, reachable, worker_env, write_corpus
-    from workers.ingest import submit, wait
+    from tests.workers.conftest import REDIS_URL, ingest_through_a_worker, reachable, worker_env, write_corpus
 
     if not reachable(6379):
         service_missing("Redis is not running on localhost:6379")
@@ -205,14 +203,6 @@ def test_the_documented_role_ingests_through_a_real_worker(
     encoder = build_encoder(settings)
     backend = least_privileged.backend(encoder.dimension)
     admin.setup(backend, s, dimension=encoder.dimension, encoder_version=encoder.version)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        worker.wait_ready()
-        jobs = build_job_store(settings)
-        job = submit(build_celery_app(settings), jobs, lambda: read_documents(tmp_path / "corpus.jsonl"), batch_size=20)
-        status = wait(jobs, job, progress=False, timeout_s=300)
-    finally:
-        worker.stop()
-        delete_queue(REDIS_URL, queue)
+    status = ingest_through_a_worker(env, tmp_path / "corpus.jsonl", tmp_path / "worker.log")
     assert (status.state.value, status.indexed, status.failures) == ("done", 40, {})
     assert backend.count() == 40 and sorted(backend.get(ids)) == sorted(ids)
