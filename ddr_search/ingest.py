@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
+from ddr_search.batching import batched
 from ddr_search.data.documents import FileCheck, check_file, document_from_record, read_documents
 from ddr_search.errors import DDRSearchError, InputError
 from ddr_search.indexing import IndexCounts
@@ -72,14 +72,6 @@ def check_domain_moves(
             "(allow_domain_change=True) to move them",
             path=source,
         )
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    if size < 1:
-        raise InputError(f"batch size must be >= 1, got {size}")
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 def _index(

@@ -6,14 +6,14 @@ batch is published, and a publish that fails part-way marks the job failed with 
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ddr_search.batching import batched
 from ddr_search.errors import DDRSearchError, InputError
 from ddr_search.types import Backend, Document, Encoder
 from workers.app import EMBED_TASK
@@ -31,12 +31,6 @@ STALL_HINT_S = 15.0
 
 class BrokerUnavailableError(DDRSearchError, ConnectionError):
     """The broker cannot be reached, or stopped accepting batches part-way."""
-
-
-def batched(documents: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    iterator = iter(documents)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 def check_broker(app: Celery, timeout_s: float = 5.0) -> None:

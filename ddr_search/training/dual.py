@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 
+from ddr_search.batching import by_length
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import passage_text
 from ddr_search.training.config import TrainConfig
@@ -100,11 +100,9 @@ class DualTask:
                 if p.key() not in keys:
                     keys[p.key()] = len(texts)
                     texts.append(_text(p))
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         pool = torch.zeros(len(texts), self.model.backbone_info.hidden_size)
-        for i in range(0, len(texts), 64):
-            chunk = order[i : i + 64]
-            pool[chunk] = self._encode([texts[j] for j in chunk], self.config.max_passage_length)
+        for rows, chunk in by_length(texts, 64):
+            pool[rows] = self._encode(chunk, self.config.max_passage_length)
         queries = torch.cat(
             [
                 self._encode([p.query for p in self.dev_pairs[i : i + 64]], self.config.max_query_length)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddr_search.errors import InputError
+from ddr_search.files import write_atomically
 from ddr_search.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ class TrainResult:
 
 
 def _save(path: Path, payload: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(payload, f))
 
 
 def _snapshot(task: Task) -> dict[str, torch.Tensor]:
