@@ -9,6 +9,7 @@ corpus ``{id: {"title", "text"}}``, queries ``{id: text}``, qrels ``{query_id: {
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +22,8 @@ Queries = dict[str, str]
 Qrels = dict[str, dict[str, int]]
 
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
+
+log = logging.getLogger(__name__)
 
 
 class BeirDataset(NamedTuple):
@@ -86,10 +89,13 @@ def read_qrels(
 ) -> Qrels:
     """qrels/<split>.tsv: a header line, then ``query-id<TAB>corpus-id<TAB>score`` rows.
 
-    With `queries` / `corpus` given, every judged id must exist in them.
+    With `queries` given, every judged query must exist. With `corpus` given, a judgement naming a
+    document absent from it is kept (relevant and unretrievable, as BEIR's and trec_eval's evaluators
+    count it: the official ArguAna release has 5) and one warning says how many.
     """
     path = Path(path)
     qrels: Qrels = {}
+    absent = 0
     first = True
     for line, text in read_lines(path):
         columns = text.split("\t")
@@ -113,10 +119,16 @@ def read_qrels(
         if queries is not None and query_id not in queries:
             raise InputError(f"query {query_id!r} is not in queries.jsonl", path=path, line=line, field="query-id")
         if corpus is not None and doc_id not in corpus:
-            raise InputError(f"document {doc_id!r} is not in corpus.jsonl", path=path, line=line, field="corpus-id")
+            absent += 1
         qrels.setdefault(query_id, {})[doc_id] = int(grade)
     if not qrels:
         raise InputError("no judgements (expected a header line and query-id/corpus-id/score rows)", path=path)
+    if absent:
+        log.warning(
+            "%s: %d judgement(s) name documents absent from corpus.jsonl; kept as relevant and unretrievable",
+            path,
+            absent,
+        )
     return qrels
 
 

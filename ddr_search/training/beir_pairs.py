@@ -27,8 +27,27 @@ def pairs_from_beir(
         positives = tuple(
             Passage(corpus[doc_id]["text"], doc_id, corpus[doc_id]["title"])
             for doc_id, grade in sorted(qrels[qid].items())
-            if grade >= min_grade
+            if grade >= min_grade and doc_id in corpus  # a judged document absent from the corpus has no text
         )
         if positives:
             pairs.append(Pair(queries[qid], positives, (), domain, qid))
     return pairs
+
+
+def pairs_as_beir(pairs: list[Pair]) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+    """A pairs file as a BEIR collection (corpus = every positive and negative, qrels = the positives):
+    how answer-selection sets such as WikiQA are evaluated as retrieval over their candidate pool."""
+    corpus: dict[str, dict[str, str]] = {}
+    ids: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for n, pair in enumerate(pairs):
+        qid = pair.query_id or f"q{n}"
+        queries[qid] = pair.query
+        for passage in (*pair.positives, *pair.negatives):
+            key = passage.key()
+            if key not in ids:
+                ids[key] = passage.id or f"p{len(ids)}"
+                corpus[ids[key]] = {"title": passage.title, "text": passage.text}
+        qrels[qid] = {ids[p.key()]: 1 for p in pair.positives}
+    return corpus, queries, qrels

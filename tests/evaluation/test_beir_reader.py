@@ -65,7 +65,6 @@ def good_lines(rows: list[dict]) -> list[str]:
         ("qrels/test.tsv", ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q2\td2"], 3, None, "3 tab-separated"),
         ("qrels/test.tsv", ["query-id\tcorpus-id\tscore", "q1\td1\thigh"], 2, "score", "integer"),
         ("qrels/test.tsv", ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q9\td1\t1"], 3, "query-id", "not in queries"),
-        ("qrels/test.tsv", ["query-id\tcorpus-id\tscore", "q1\td7\t1"], 2, "corpus-id", "not in corpus"),
     ],
 )
 def test_malformed_files_name_file_line_and_field(
@@ -106,3 +105,23 @@ def test_headerless_qrels_and_blank_lines(tmp_path: Path) -> None:
     folder = write(tmp_path, qrels="q1\td1\t1\n\nq2\td2\t0\n")
     assert read_qrels(folder / "qrels" / "test.tsv") == {"q1": {"d1": 1}, "q2": {"d2": 0}}
     assert read_queries(folder / "queries.jsonl")["q3"] == "x"
+
+
+def test_judgements_on_absent_documents_are_kept_with_one_warning(tmp_path: Path, caplog) -> None:
+    """Official BEIR files (ArguAna) judge documents missing from their corpus: evaluators count them as
+    relevant and unretrievable, so must we (a strict error made the release unusable)."""
+    import ir_measures
+
+    from ddr_search.evaluation.metrics import score_run, to_trec_run
+
+    folder = write(tmp_path, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td7\t1\nq2\td2\t2\nq2\td8\t1\n")
+    with caplog.at_level("WARNING"):
+        _, _, qrels = load_beir(folder)
+    assert qrels == {"q1": {"d1": 1, "d7": 1}, "q2": {"d2": 2, "d8": 1}}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "2 judgement(s) name documents absent from corpus.jsonl" in warnings[0]
+    run = {"q1": [("d1", 2.0), ("d3", 1.0)], "q2": [("d2", 1.0)]}
+    ours, _ = score_run(qrels, run)
+    reference = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, to_trec_run(run))
+    assert ours["nDCG@10"] == pytest.approx(reference[ir_measures.nDCG @ 10])
+    assert ours["nDCG@10"] < 1.0  # the absent documents count against every run
