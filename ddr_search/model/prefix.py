@@ -13,6 +13,7 @@ Token positions are untouched (no shift by P, unlike PEFT), so inputs keep the f
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -69,8 +70,9 @@ class PrefixState:
     gates: torch.Tensor | None = None
 
 
-class PrefixHolder:
-    """Mutable slot the encoder fills before each forward; wrapped layers read it."""
+class PrefixHolder(threading.local):
+    """The slot the encoder fills before each forward and the wrapped layers read. Thread-local: two
+    threads encoding at once (a web server's query threads, a worker's) each see their own prefixes."""
 
     def __init__(self) -> None:
         self.state: PrefixState | None = None
