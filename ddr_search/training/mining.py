@@ -6,16 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ddr_search.training.corpus import CorpusDoc
 from ddr_search.training.pairs import Pair, Passage
-from ddr_search.types import Vectors, passage_text
+from ddr_search.types import Document, Vectors, passage_text
 
 
-def _doc_text(doc: CorpusDoc) -> str:
+def _doc_text(doc: Document) -> str:
     return passage_text(doc.title, doc.text)
 
 
-def _is_positive(pair: Pair, doc: CorpusDoc) -> bool:
+def _is_positive(pair: Pair, doc: Document) -> bool:
     for positive in pair.positives:
         if positive.id is not None and positive.id == doc.id:
             return True
@@ -25,7 +24,7 @@ def _is_positive(pair: Pair, doc: CorpusDoc) -> bool:
 
 
 def _attach(
-    pairs: Sequence[Pair], docs: Sequence[CorpusDoc], ranked: Sequence[Sequence[int]], count: int, skip: int
+    pairs: Sequence[Pair], docs: Sequence[Document], ranked: Sequence[Sequence[int]], count: int, skip: int
 ) -> list[Pair]:
     out = []
     for pair, row in zip(pairs, ranked, strict=True):
@@ -48,7 +47,7 @@ def _attach(
     return out
 
 
-def mine_bm25(pairs: Sequence[Pair], docs: Sequence[CorpusDoc], *, count: int = 5, skip: int = 0) -> list[Pair]:
+def mine_bm25(pairs: Sequence[Pair], docs: Sequence[Document], *, count: int = 5, skip: int = 0) -> list[Pair]:
     """Top BM25 documents that are not positives. `skip` drops the very top ranks (likely unlabelled positives).
 
     Uses the product's BM25 (ddr_search.retrieval.bm25: bm25s, Lucene, same tokens), so the negatives
@@ -65,7 +64,7 @@ def mine_bm25(pairs: Sequence[Pair], docs: Sequence[CorpusDoc], *, count: int = 
 
 def mine_dense(
     pairs: Sequence[Pair],
-    docs: Sequence[CorpusDoc],
+    docs: Sequence[Document],
     query_vectors: Vectors,
     doc_vectors: Vectors,
     *,

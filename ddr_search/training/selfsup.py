@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from enum import StrEnum
 
-from ddr_search.training.corpus import CorpusDoc
 from ddr_search.training.pairs import Pair, Passage
+from ddr_search.types import Document
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 
@@ -28,13 +28,13 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
-def _title_pair(doc: CorpusDoc, domain: str | None) -> Pair | None:
+def _title_pair(doc: Document, domain: str | None) -> Pair | None:
     if len(doc.title.split()) < 3 or len(doc.text.split()) < 8:
         return None
     return Pair(doc.title, (Passage(doc.text, doc.id),), (), domain, f"{doc.id}:title")
 
 
-def _sentence_pair(doc: CorpusDoc, rng: random.Random, domain: str | None) -> Pair | None:
+def _sentence_pair(doc: Document, rng: random.Random, domain: str | None) -> Pair | None:
     parts = sentences(doc.text)
     candidates = [i for i, s in enumerate(parts) if 6 <= len(s.split()) <= 60]
     if len(parts) < 3 or not candidates:
@@ -44,7 +44,7 @@ def _sentence_pair(doc: CorpusDoc, rng: random.Random, domain: str | None) -> Pa
     return Pair(parts[i], (Passage(rest, doc.id, doc.title),), (), domain, f"{doc.id}:sentence")
 
 
-def _crop_pair(doc: CorpusDoc, rng: random.Random, domain: str | None, min_words: int, max_words: int) -> Pair | None:
+def _crop_pair(doc: Document, rng: random.Random, domain: str | None, min_words: int, max_words: int) -> Pair | None:
     words = doc.text.split()
     if len(words) < 2 * min_words:
         return None
@@ -55,7 +55,7 @@ def _crop_pair(doc: CorpusDoc, rng: random.Random, domain: str | None, min_words
 
 
 def pairs_from_corpus(
-    docs: Sequence[CorpusDoc],
+    docs: Sequence[Document],
     *,
     kinds: Sequence[PseudoQuery] = (PseudoQuery.TITLE, PseudoQuery.SENTENCE, PseudoQuery.CROP),
     domain: str | None = None,

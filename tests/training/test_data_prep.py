@@ -8,10 +8,11 @@ import pytest
 from ddr_search.data.beir import read_qrels
 from ddr_search.errors import InputError
 from ddr_search.training.beir_pairs import pairs_from_beir
-from ddr_search.training.corpus import CorpusDoc, read_corpus
+from ddr_search.training.corpus import read_corpus
 from ddr_search.training.mining import mine_bm25, mine_dense
 from ddr_search.training.pairs import Pair, Passage
 from ddr_search.training.selfsup import PseudoQuery, pairs_from_corpus, sentences
+from ddr_search.types import Document
 
 
 def test_scifact_train_qrels_become_pairs(shared_data):
@@ -40,19 +41,19 @@ def test_bad_qrels_line_is_named(tmp_path):
 
 
 DOCS = [
-    CorpusDoc(
+    Document(
         "d1",
-        "Vitamin D and fractures in older adults",
-        "Vitamin D is thought to protect bones. We randomised 2,000 adults over seventy years of age. "
+        title="Vitamin D and fractures in older adults",
+        text="Vitamin D is thought to protect bones. We randomised 2,000 adults over seventy years of age. "
         "Supplementation did not reduce the risk of hip fractures over five years. Falls were also unchanged.",
     ),
-    CorpusDoc(
+    Document(
         "d2",
-        "Alveolar macrophages",
-        "Alveolar macrophages clear inhaled particles from the lung. They also present antigens to T cells. "
+        title="Alveolar macrophages",
+        text="Alveolar macrophages clear inhaled particles from the lung. They also present antigens to T cells. "
         "Their depletion increases the severity of pneumonia in mice.",
     ),
-    CorpusDoc("d3", "", "Too short."),
+    Document("d3", title="", text="Too short."),
 ]
 
 
@@ -90,7 +91,7 @@ def test_bm25_mining_never_returns_a_positive(shared_data):
 
 
 def test_dense_mining_skips_positives_even_when_they_rank_first():
-    docs = [CorpusDoc(f"d{i}", "", f"text {i}") for i in range(6)]
+    docs = [Document(f"d{i}", title="", text=f"text {i}") for i in range(6)]
     pairs = [Pair("q", (Passage("text 0", "d0"), Passage("text 3", "d3")))]
     doc_vectors = np.eye(6, dtype=np.float32)
     query = np.array([[1.0, 0.5, 0.4, 0.9, 0.3, 0.2]], dtype=np.float32)  # positives d0, d3 rank 1 and 2

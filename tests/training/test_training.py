@@ -13,10 +13,11 @@ from ddr_search.model.store import load_store, save_store
 from ddr_search.training.api import train_domain, train_dr, train_general
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
-from ddr_search.training.corpus import CorpusDoc, read_corpus
+from ddr_search.training.corpus import read_corpus
 from ddr_search.training.loop import train
 from ddr_search.training.pairs import Pair, Passage
 from ddr_search.training.selfsup import pairs_from_corpus
+from ddr_search.types import Document
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +32,10 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def docs(shared_data) -> list[CorpusDoc]:
+def docs(shared_data) -> list[Document]:
     """24 real SciFact abstracts, cut to 40 words so encoding them stays fast."""
     full = read_corpus(shared_data / "beir" / "scifact" / "corpus.jsonl")[:24]
-    return [CorpusDoc(d.id, d.title, " ".join(d.text.split()[:40])) for d in full]
+    return [Document(d.id, title=d.title, text=" ".join(d.text.split()[:40])) for d in full]
 
 
 def _config(tmp_path, **overrides) -> TrainConfig:
