@@ -1,455 +1,334 @@
-"""Quality benchmark: does DDR beat the frozen encoder, full fine-tuning (DR) and BM25? (issue 7)
+"""Quality benchmark: do the shipped modules help where they should and never hurt elsewhere? (issue 10)
 
-    python bench/quality.py            # trains what is missing under .ddr/bench-quality, then evaluates
+    python bench/quality.py [--store DIR]     # default: the store the package ships
 
-SciFact and NFCorpus test (../shared/data/beir), NDCG@10 and R@100 by ir-measures. Rows: BM25, frozen,
-DR, DDR general only, DDR-topk, DDR-prior, label-free DDR, hybrids (BM25 + dense, min-max 0.5/0.5 over
-each list's top 100). Columns: in-domain (trained on that set's train split) and zero-shot (trained on
-the other set only). Every choice (early stopping) uses train/dev splits only, never test queries.
+Every set's test split (nothing here tunes on it), NDCG@10 and R@100 by ir-measures: in-domain SciFact,
+NFCorpus, MedQuAD (each has a shipped module), PubMedQA (biomedical, no module of its own) and zero-shot
+CACM, Cranfield, ADI, WikiQA test. Rows: BM25; frozen encoder; DR = full fine-tuning of the query tower on
+the union of the modules' training pairs (what a user would do instead); DDR-prior (the set's module named);
+DDR-auto (no domain given: the default routing); hybrids with the default 0.5/0.5 fusion and with the
+fusion tuned per module on dev queries. Also: routing accuracy, what removing one module changes for the
+other sets (domain independence), and training seconds per module.
 
-CPU budget: each corpus is encoded once with the frozen passage encoder (cached on disk, shared with
-`ddr-search eval`), and everything trains against those cached embeddings (docs/architecture.md section 5). The general
-module is the exact no-op (see MODEL_CARD.md), so DDR's passage embeddings *are* the frozen ones.
+Passages come from the frozen encoder's cache ($DDR_HOME/cache): the shipped general module is the
+exact no-op, so its passage vectors are the frozen ones (checked on every set).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from _common import SHARED_DATA, machine
+import numpy as np
+from _common import REPO, REPORTS, SHARED_DATA, machine
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = SHARED_DATA
-SETS = ("scifact", "nfcorpus")
-OTHER = {"scifact": "nfcorpus", "nfcorpus": "scifact"}
-REFERENCE = {
-    "scifact": {"bm25": 0.686, "frozen": 0.645, "hybrid": 0.728},
-    "nfcorpus": {"bm25": 0.321, "frozen": 0.316, "hybrid": 0.358},
+SETS = {  # name: (kind, module serving it, passage tokens)
+    "scifact": ("in-domain", "scifact", 256),
+    "nfcorpus": ("in-domain", "nfcorpus", 128),
+    "medquad": ("in-domain", "medical", 128),
+    "pubmedqa": ("no module", None, 256),  # biomedical, but its module did not earn a place (dev 1.0 before)
+    "cacm": ("zero-shot", None, 256),
+    "cranfield": ("zero-shot", None, 256),
+    "adi": ("zero-shot", None, 256),
+    "wikiqa-test": ("zero-shot", None, 256),
 }
+DR_PAIRS = {"scifact": "scifact", "nfcorpus": "nfcorpus", "medical": "medquad"}  # the modules' own data
 
 
-class CachedPassageEncoder:
-    """Queries from a store's encoder; passages from the frozen encoder (and its cache).
+def load_set(name: str):
+    from ddr_search.data.beir import load_beir
+    from ddr_search.training.beir_pairs import pairs_as_beir
+    from ddr_search.training.pairs import read_pairs
 
-    Valid only when the store's general module is an exact no-op (every gate zero): then its passage
-    embeddings are bit-identical to the frozen backbone's, which `check_identical` verifies.
-    """
-
-    def __init__(self, queries, passages) -> None:
-        self.queries, self.passages = queries, passages
-        self.max_passage_length = passages.max_passage_length
-        self.max_query_length = queries.max_query_length
-
-    @property
-    def dimension(self) -> int:
-        return self.passages.dimension
-
-    @property
-    def version(self) -> str:
-        return self.passages.version
-
-    def domains(self):
-        return self.queries.domains()
-
-    def encode_passages(self, texts, *, batch_size: int = 32):
-        return self.passages.encode_passages(texts, batch_size=batch_size)
-
-    def encode_queries(self, texts, **kwargs):
-        return self.queries.encode_queries(texts, **kwargs)
-
-    def check_identical(self, texts) -> None:
-        import numpy as np
-
-        general = self.queries.model.general
-        assert general is None or not bool(general.gates.any()), "general module is not a no-op"
-        a = self.queries.encode_passages(texts)
-        b = self.passages.encode_passages(texts)
-        assert np.array_equal(a, b), "store passage embeddings differ from the frozen ones"
+    if name == "wikiqa-test":
+        return pairs_as_beir(read_pairs(SHARED_DATA / "train" / "wikiqa" / "test.jsonl"))
+    return load_beir(SHARED_DATA / "beir" / name, "test")
 
 
-def configs():
+class Dense:
+    """Dense runs over a set's cached frozen passages, keeping each query's routing weights."""
+
+    def __init__(self, corpus, frozen, cache_dir: Path) -> None:
+        from ddr_search.evaluation.cache import encode_corpus
+        from ddr_search.evaluation.harness import passage_texts
+
+        self.ids, texts = passage_texts(corpus)
+        self.matrix = encode_corpus(frozen, self.ids, texts, cache_dir=cache_dir, show_progress=False).vectors
+        self.texts = texts
+
+    def run(self, encoder, queries, **kwargs):
+        from ddr_search.evaluation.harness import exact_top_k
+
+        qids = list(queries)
+        encoding = encoder.encode_queries([queries[q] for q in qids], **kwargs)
+        tops = exact_top_k(encoding.vectors, self.matrix, 100)
+        runs = {q: [(self.ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
+        return runs, dict(zip(qids, encoding.weights, strict=True)), encoding.vectors
+
+
+def train_dr(work: Path, cache_dir: Path):
+    """DR on the union of the modules' training pairs (one model, as a user fine-tuning one encoder would)."""
+    from ddr_search.model.backbone import load_backbone
+    from ddr_search.training import api
+    from ddr_search.training.beir_pairs import pairs_from_beir
     from ddr_search.training.config import TrainConfig
+    from ddr_search.training.corpus import read_corpus
+    from ddr_search.training.pairs import Pair, read_pairs
 
-    # Every train query of both sets (a 640-pair sample overfit NFCorpus within 30 steps on its dev split).
-    # Listwise loss (the default): NFCorpus has ~43 positives per query; the per-positive loss pulled
-    # queries to the centroid of all of them (dev -0.000..+0.012), listwise gave +0.021..+0.023 over
-    # 3 seeds at lr 2e-2 (1e-2..3e-2 a plateau; temperature 0.05 beat 0.03 and 0.1). Dev split only.
-    domains = TrainConfig(epochs=4, batch_size=32, patience=2, max_query_length=64, loss="listwise")
-    domains.lr.update(domain=5e-3, router=1e-2)
-    domains.lr["domain:nfcorpus"] = 2e-2
-    label_free = TrainConfig(
-        epochs=1, batch_size=32, patience=2, max_query_length=64, dev_fraction=0.02, max_examples=1200, eval_every=13
+    out = work / "dr-union"
+    if (out / "config.json").exists():
+        return out, json.loads((work / "dr-union.json").read_text())
+    pairs, dev, corpora = [], [], {}
+    for domain, folder in DR_PAIRS.items():
+        beir = SHARED_DATA / "beir" / folder
+        pairs += pairs_from_beir(beir, "train", domain=domain)
+        if (beir / "qrels" / "dev.tsv").exists():
+            dev += pairs_from_beir(beir, "dev", domain=domain)
+        corpora[domain] = read_corpus(beir / "corpus.jsonl")
+    live = read_pairs(SHARED_DATA / "train" / "liveqa-med" / "pairs.jsonl")
+    pairs += [Pair(p.query, p.positives, p.negatives, "medical", p.query_id) for p in live]
+    config = TrainConfig(epochs=1, batch_size=32, patience=2, max_query_length=64, loss="listwise")
+    config.lr.update(backbone=2e-5)
+    config.show_progress = sys.stderr.isatty()
+    model, result = api.train_dr_cached(
+        pairs, config, corpora=corpora, dev=dev, cache_dir=cache_dir, passage_lengths={"nfcorpus": 128, "medical": 128}
     )
-    label_free.lr.update(domain=2e-3)
-    # DR sees the same pairs, loss, dev split and early stopping as DDR.
-    dr = TrainConfig(epochs=2, batch_size=32, patience=2, max_query_length=64, loss="listwise")
-    dr.lr.update(backbone=2e-5)
-    return {"domains": domains, "label_free": label_free, "dr": dr}
+    api.save_backbone(model, load_backbone(), out)
+    notes = {"pairs": len(pairs), "seconds": round(result.seconds, 1), "steps": result.steps}
+    (work / "dr-union.json").write_text(json.dumps(notes))
+    return out, notes
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=REPO / ".ddr" / "bench-quality", help="trained stores")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="passage cache (default $DDR_HOME/cache)")
-    parser.add_argument("--reports", type=Path, default=REPO / "bench" / "reports")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--retrain", action="store_true", help="ignore stores already trained under --work")
-    parser.add_argument("--ship", action="store_true", help="copy the in-domain store to ddr_search/pretrained")
-    parser.add_argument("--only-train", action="store_true")
+    parser.add_argument("--store", type=Path, default=REPO / "ddr_search" / "pretrained")
+    parser.add_argument("--work", type=Path, default=REPO / ".ddr" / "bench-quality")
+    parser.add_argument("--reports", type=Path, default=REPORTS)
     parser.add_argument("--report-only", action="store_true", help="re-render quality.md/.png from quality.json")
-    parser.add_argument(
-        "--passage-length",
-        action="append",
-        default=[],
-        metavar="SET=TOKENS",
-        help="passage token limit per set (default: nfcorpus=128, others the backbone's 256)",
-    )
     args = parser.parse_args()
     if args.report_only:
         report = json.loads((args.reports / "quality.json").read_text())
         (args.reports / "quality.md").write_text(markdown(report))
         plot(report, args.reports / "quality.png")
         return 0
-    # NFCorpus at 128 tokens: encoding it at 256 costs 2.4x more, which 2 cores shared by six jobs could
-    # not afford here. Every NFCorpus row (frozen included) uses the same limit, so rows stay comparable.
-    lengths = {"nfcorpus": 128}
-    for spec in args.passage_length:
-        name, _, value = spec.partition("=")
-        lengths[name] = int(value)
 
     import torch
 
-    torch.set_num_threads(args.threads)
-    from ddr_search.data.beir import load_beir
-    from ddr_search.evaluation.harness import bm25_runs, default_cache_dir, dense_runs, fuse_runs
+    torch.set_num_threads(2)
+    from ddr_search.evaluation.harness import bm25_runs, default_cache_dir
     from ddr_search.evaluation.metrics import score_run
-    from ddr_search.fusion import FusionConfig
+    from ddr_search.fusion import FusionConfig, fuse, routed_fusion
     from ddr_search.manifest import read_manifest
     from ddr_search.model.backbone import load_backbone
     from ddr_search.model.ddr import DDRModel
-    from ddr_search.model.encoder import TorchEncoder, passage_text
-    from ddr_search.model.store import load_store, save_store
-    from ddr_search.training import api
-    from ddr_search.training.beir_pairs import pairs_from_beir
-    from ddr_search.training.corpus import read_corpus
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.model.store import load_store
     from ddr_search.types import RoutingMode
 
-    cache_dir = args.cache_dir or default_cache_dir()
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = configs()
-    for c in cfg.values():
-        c.show_progress = sys.stderr.isatty()
-    folders = {s: DATA / "beir" / s for s in SETS}
-    docs = {s: read_corpus(folders[s] / "corpus.jsonl") for s in SETS}
-    train_pairs = {s: pairs_from_beir(folders[s], "train", domain=s) for s in SETS}
-    dev_pairs = {"nfcorpus": pairs_from_beir(folders["nfcorpus"], "dev", domain="nfcorpus")}
-    training: dict[str, dict[str, object]] = {}
-    log_path = work / "training.json"
-    if log_path.exists() and not args.retrain:
-        training = json.loads(log_path.read_text())
+    cache_dir = default_cache_dir()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    dr_dir, dr_notes = train_dr(args.work, cache_dir)
+    base = TorchEncoder.load(None)
+    store = TorchEncoder.load(args.store)
+    dr_backbone = load_backbone(dr_dir)
+    dr = TorchEncoder(DDRModel(dr_backbone, 32), dr_backbone.tokenizer)
+    manifest = read_manifest(args.store)
+    modules = [n for n in manifest.router_rows]
+    general = store.model.general
+    assert general is None or not bool(general.gates.any()), "the store's general module is not the no-op"
+    without = {}
+    for name in modules:  # the same store minus one module: what must not move for the other sets
+        model = load_store(args.store, load_backbone())
+        model.remove_domain_module(name)
+        without[name] = TorchEncoder(model, store.tokenizer)
+    configs = store.fusion_configs()
+    default = FusionConfig()
 
-    def record(name: str, result, extra: dict[str, object]) -> None:
-        training[name] = {**result.notes(), "stopped_early": result.stopped_early, "history": result.history, **extra}
-        log_path.write_text(json.dumps(training, indent=2))
-        print(
-            f"[train] {name}: dev {result.baseline_dev:.4f} -> {result.best_dev:.4f} in {result.seconds:.0f} s "
-            f"({result.seconds_per_step:.2f} s/step, {result.steps} steps)",
-            flush=True,
-        )
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    routing: dict[str, dict[str, float]] = {}
+    independence: dict[str, dict[str, object]] = {n: {} for n in modules}
 
-    # -- the base store: an exact no-op general module (see MODEL_CARD.md for why it is not trained) --
-    base = work / "base"
-    if not (base / "manifest.json").exists() or args.retrain:
-        model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH)
-        model.add_general(seed=0)
-        save_store(model, base, notes={"general": {"trained": 0, "note": "exact no-op: gates at zero"}})
+    def put(row: str, name: str, run, qrels) -> None:
+        scores, _ = score_run(qrels, run, ("nDCG@10", "R@100"))
+        metrics.setdefault(row, {})[name] = {k: round(v, 4) for k, v in scores.items()}
+        print(f"{row:<30} {name:<12} nDCG@10 {scores['nDCG@10']:.4f}  R@100 {scores['R@100']:.4f}", flush=True)
 
-    # -- phase 2 in-domain: scifact + nfcorpus modules and the router, jointly --
-    indomain = work / "indomain"
-    if not (indomain / "manifest.json").exists() or args.retrain:
-        pairs = train_pairs["scifact"] + train_pairs["nfcorpus"]
-        _, result = api.train_domains(
-            pairs,
-            base,
-            indomain,
-            cfg["domains"],
-            corpora=docs,
-            dev=dev_pairs["nfcorpus"],
-            cache_dir=cache_dir,
-            passage_lengths=lengths,
-        )
-        record("ddr_domains", result, {"pairs": len(pairs), "dev": "scifact: 10% of train queries; nfcorpus: dev"})
-    # -- label-free: one module per set from its corpus alone --
-    for s in SETS:
-        out = work / f"labelfree-{s}"
-        if not (out / "manifest.json").exists() or args.retrain:
-            _, result = api.train_domain(
-                s, base, out, cfg["label_free"], corpus=docs[s], cache_dir=cache_dir, passage_length=lengths.get(s)
-            )
-            record(f"label_free_{s}", result, {"dev": "5% of the self-supervised pairs"})
-    # -- DR: full fine-tuning (query tower) on the same pairs, dev and cached passages --
-    dr_models = {}
-    for s in SETS:
-        out = work / f"dr-{s}"
-        if not (out / "config.json").exists() or args.retrain:
-            model, result = api.train_dr_cached(
-                train_pairs[s],
-                cfg["dr"],
-                corpora={s: docs[s]},
-                dev=dev_pairs.get(s),
-                cache_dir=cache_dir,
-                passage_lengths=lengths,
-            )
-            loaded = load_backbone()
-            api.save_backbone(model, loaded, out)
-            record(f"dr_{s}", result, {"parameters": sum(p.numel() for p in model.encoder.parameters())})
-        dr_models[s] = out
-    if args.only_train:
-        return 0
-
-    # -- zero-shot stores: the in-domain store without the set's own module --
-    for s in SETS:
-        out = work / f"zeroshot-{s}"
-        model = load_store(indomain, load_backbone())
-        model.remove_domain_module(s)
-        save_store(model, out)
-
-    # -- evaluation --
-    base_frozen = TorchEncoder.load(None)
-    fusion = FusionConfig()
-
-    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-
-    def put(row: str, column: str, s: str, run, qrels) -> dict:
-        metrics, _ = score_run(qrels, run)
-        results.setdefault(row, {}).setdefault(column, {})[s] = {k: round(v, 4) for k, v in metrics.items()}
-        print(
-            f"{row:<28} {column:<10} {s:<9} nDCG@10 {metrics['nDCG@10']:.4f}  R@100 {metrics['R@100']:.4f}", flush=True
-        )
-        return metrics
-
-    eval_times = {}
-    for s in SETS:
-        t0 = time.perf_counter()
-        corpus, queries, qrels = load_beir(folders[s], "test")
-        length = lengths.get(s, base_frozen.max_passage_length)
-        frozen = TorchEncoder(base_frozen.model, base_frozen.tokenizer, max_passage_length=length)
-
-        def store_encoder(store: Path, frozen=frozen, length=length):
-            return CachedPassageEncoder(TorchEncoder.load(store, max_passage_length=length), frozen)
-
-        lexical, _ = bm25_runs(corpus, queries)
-        dense = {}
-
-        def run_of(encoder, corpus=corpus, queries=queries, **kw):
-            return dense_runs(corpus, queries, encoder, cache_dir=cache_dir, show_progress=sys.stderr.isatty(), **kw)[0]
-
-        dense["frozen"] = run_of(frozen)
-        enc_in = store_encoder(indomain)
-        enc_in.check_identical([passage_text(d.title, d.text) for d in docs[s][:8]])
-        dense["prior_in"] = run_of(enc_in, domain=s, routing=RoutingMode.PRIOR)
-        dense["topk_in"] = run_of(enc_in, routing=RoutingMode.TOP_K)
-        enc_zero = store_encoder(work / f"zeroshot-{s}")
-        dense["topk_zero"] = run_of(enc_zero, routing=RoutingMode.TOP_K)
-        dense["general"] = run_of(enc_zero, routing=RoutingMode.NONE)  # general alone (= prior, unserved domain)
-        dense["lf_in"] = run_of(store_encoder(work / f"labelfree-{s}"), domain=s, routing=RoutingMode.PRIOR)
-        dense["lf_zero"] = run_of(store_encoder(work / f"labelfree-{OTHER[s]}"), routing=RoutingMode.TOP_K)
-        for column, trained_on in (("in-domain", s), ("zero-shot", OTHER[s])):
-            dr_model = load_backbone(dr_models[trained_on])
-            dr_encoder = CachedPassageEncoder(
-                TorchEncoder(
-                    DDRModel(dr_model, api.DEFAULT_PREFIX_LENGTH), dr_model.tokenizer, max_passage_length=length
-                ),
-                frozen,
-            )
-            dense[f"dr_{column}"] = run_of(dr_encoder)
-        for column in ("in-domain", "zero-shot"):
-            zero = column == "zero-shot"
-            put("BM25", column, s, lexical, qrels)
-            put("frozen", column, s, dense["frozen"], qrels)
-            put("DR (full fine-tune)", column, s, dense[f"dr_{column}"], qrels)
-            put("DDR general only", column, s, dense["general"], qrels)
-            put("DDR-topk", column, s, dense["topk_zero" if zero else "topk_in"], qrels)
-            put("DDR-prior", column, s, dense["general" if zero else "prior_in"], qrels)
-            put("label-free DDR", column, s, dense["lf_zero" if zero else "lf_in"], qrels)
-            put("hybrid BM25+frozen", column, s, fuse_runs([lexical, dense["frozen"]], fusion), qrels)
-            put("hybrid BM25+DR", column, s, fuse_runs([lexical, dense[f"dr_{column}"]], fusion), qrels)
-            put(
-                "hybrid BM25+DDR-prior",
-                column,
-                s,
-                fuse_runs([lexical, dense["general" if zero else "prior_in"]], fusion),
-                qrels,
-            )
-            put(
-                "hybrid BM25+label-free",
-                column,
-                s,
-                fuse_runs([lexical, dense["lf_zero" if zero else "lf_in"]], fusion),
-                qrels,
-            )
-        eval_times[s] = round(time.perf_counter() - t0, 1)
-
-    manifest = read_manifest(indomain)
-    backbone_params = sum(p.numel() for p in load_backbone().model.parameters())
-    modules = {
-        name: {
-            "parameters": r.parameters,
-            "percent_of_backbone": round(100 * r.parameters / backbone_params, 3),
-            "kind": r.kind,
+    def fused(lexical, dense, config_of: dict) -> dict:
+        """Fuse each query's BM25 and dense lists with that query's fusion (`config_of[q]`)."""
+        return {
+            q: [(f.id, f.score) for f in fuse([lexical.get(q, []), dense.get(q, [])], config_of[q], k=100)]
+            for q in dict.fromkeys([*lexical, *dense])
         }
-        for name, r in manifest.modules.items()
+
+    for name, (_kind, module, length) in SETS.items():
+        corpus, queries, qrels = load_set(name)
+        frozen = TorchEncoder(base.model, base.tokenizer, max_passage_length=length)
+        dense = Dense(corpus, frozen, cache_dir)
+        lexical, _ = bm25_runs(corpus, queries)
+        runs = {"frozen": dense.run(frozen, queries, routing=RoutingMode.NONE)[0], "DR": dense.run(dr, queries)[0]}
+        if module is not None:
+            runs["DDR-prior"] = dense.run(store, queries, domain=module)[0]
+        else:
+            runs["DDR-prior"] = dense.run(store, queries, routing=RoutingMode.NONE)[0]  # no module: general alone
+        runs["DDR-auto"], weights, vectors = dense.run(store, queries, routing=RoutingMode.AUTO)
+        put("BM25", name, lexical, qrels)
+        for row, run in runs.items():
+            put(row, name, run, qrels)
+        defaults = dict.fromkeys(queries, default)
+        prior = dict.fromkeys(queries, routed_fusion({module: 1.0} if module else {}, configs) or default)
+        auto = {q: routed_fusion(weights[q], configs) or default for q in queries}
+        put("hybrid BM25+frozen (0.5/0.5)", name, fused(lexical, runs["frozen"], defaults), qrels)
+        put("hybrid BM25+DR (0.5/0.5)", name, fused(lexical, runs["DR"], defaults), qrels)
+        put("hybrid BM25+DDR-prior (tuned)", name, fused(lexical, runs["DDR-prior"], prior), qrels)
+        put("hybrid BM25+DDR-auto (tuned)", name, fused(lexical, runs["DDR-auto"], auto), qrels)
+        reached = [w == ({module: 1.0} if module else {}) for w in weights.values()]
+        routing[name] = {
+            "correct": round(float(np.mean(reached)), 4),
+            **{m: round(float(np.mean([m in w for w in weights.values()])), 4) for m in modules},
+        }
+        for removed, encoder in without.items():
+            if removed == module:
+                continue
+            run, _, vectors_after = dense.run(encoder, queries, routing=RoutingMode.AUTO)
+            stayed = [i for i, w in enumerate(weights.values()) if removed not in w]
+            changed = int(sum(not np.array_equal(vectors[i], vectors_after[i]) for i in stayed))
+            stayed_ids = {q for i, q in enumerate(weights) if i in set(stayed)}
+            kept = {q: qrels[q] for q in stayed_ids if q in qrels}
+
+            def ndcg(run, judged) -> float:
+                return score_run(judged, run, ("nDCG@10",))[0]["nDCG@10"]
+
+            independence[removed][name] = {
+                "queries_not_routed_to_it": len(stayed),
+                "their_vectors_changed": changed,
+                "their_ndcg_delta": round(ndcg(run, kept) - ndcg(runs["DDR-auto"], kept), 4),
+                "all_queries_ndcg_delta": round(ndcg(run, qrels) - ndcg(runs["DDR-auto"], qrels), 4),
+            }
+    training = {
+        name: {k: manifest.modules[name].notes.get(k) for k in ("train_seconds", "steps", "dev_before", "dev_after")}
+        for name in modules
     }
     report = {
-        "machine": machine("torch", "transformers"),
-        "data": str(DATA),
-        "metrics": results,
-        "passage_lengths": lengths,
-        "modules": modules,
-        "backbone_parameters": backbone_params,
-        "prefix_length": manifest.prefix_length,
+        "machine": machine("torch", "transformers", "ir-measures"),
+        "store": str(args.store),
+        "sets": {n: {"kind": k, "module": m, "passage_tokens": t} for n, (k, m, t) in SETS.items()},
+        "metrics": metrics,
+        "routing": routing,
+        "independence": independence,
+        "fusion": {n: c.to_record() for n, c in configs.items()},
         "training": training,
-        "configs": {k: c.to_notes() for k, c in cfg.items()},
-        "eval_seconds": eval_times,
-        "reference": REFERENCE,
-        "targets": targets(results, modules),
+        "dr": dr_notes,
+        "seconds": round(time.perf_counter() - started, 1),
     }
+    report["targets"] = targets(report)
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.reports / "quality.md").write_text(markdown(report))
     plot(report, args.reports / "quality.png")
     print(markdown(report))
-    if args.ship:
-        ship(indomain, training)
     return 0
 
 
-def nd(results, row, column, s) -> float:
-    return results[row][column][s]["nDCG@10"]
+def nd(report, row: str, name: str) -> float:
+    return report["metrics"][row][name]["nDCG@10"]
 
 
-def targets(results, modules) -> list[dict[str, object]]:
-    """The issue's targets, each with the measured margin (positive = met)."""
+def targets(report) -> list[dict[str, object]]:
     out = []
 
-    def add(name: str, margin: float) -> None:
-        out.append({"target": name, "margin": round(margin, 4), "met": margin >= 0})
+    def add(what: str, margin: float) -> None:
+        out.append({"target": what, "margin": round(margin, 4), "met": margin >= 0})
 
-    for s, need in (("scifact", 0.03), ("nfcorpus", 0.01)):
+    gains = {"nfcorpus": 0.01, "medquad": 0.03}
+    for name, (kind, _, _) in SETS.items():
+        frozen, auto = nd(report, "frozen", name), nd(report, "DDR-auto", name)
+        if kind != "in-domain":
+            add(f"{name}: DDR-auto >= frozen - 0.005 (dense)", auto - frozen + 0.005)
+        else:
+            prior = nd(report, "DDR-prior", name)
+            add(f"{name}: module beats frozen by >= {gains.get(name, 0.0):+.2f}", prior - frozen - gains.get(name, 0.0))
+            add(f"{name}: DDR-auto keeps >= 90% of prior's gain", (auto - frozen) - 0.9 * (prior - frozen))
+        best = max(nd(report, "BM25", name), auto)
         add(
-            f"DDR-prior in-domain >= frozen + {need} ({s})",
-            nd(results, "DDR-prior", "in-domain", s) - nd(results, "frozen", "in-domain", s) - need,
+            f"{name}: hybrid (tuned) >= better retriever - 0.005",
+            nd(report, "hybrid BM25+DDR-auto (tuned)", name) - best + 0.005,
         )
-        add(
-            f"hybrid DDR-prior >= hybrid frozen + 0.01 ({s})",
-            nd(results, "hybrid BM25+DDR-prior", "in-domain", s)
-            - nd(results, "hybrid BM25+frozen", "in-domain", s)
-            - 0.01,
-        )
-        add(
-            f"label-free >= frozen, dense ({s})",
-            nd(results, "label-free DDR", "in-domain", s) - nd(results, "frozen", "in-domain", s),
-        )
-        add(
-            f"label-free >= frozen, hybrid ({s})",
-            nd(results, "hybrid BM25+label-free", "in-domain", s) - nd(results, "hybrid BM25+frozen", "in-domain", s),
-        )
-        best = max(nd(results, r, "zero-shot", s) for r in ("DDR-prior", "DDR-topk"))
-        add(
-            f"zero-shot DDR (best of prior/topk) >= frozen - 0.005 ({s})",
-            best - nd(results, "frozen", "zero-shot", s) + 0.005,
-        )
-    mean = lambda row: sum(nd(results, row, "zero-shot", s) for s in SETS) / len(SETS)  # noqa: E731
-    add("zero-shot DDR-prior >= DR on average", mean("DDR-prior") - mean("DR (full fine-tune)"))
-    add("zero-shot DDR-topk >= DR on average", mean("DDR-topk") - mean("DR (full fine-tune)"))
-    add("<= 3% trainable parameters per module", 3.0 - max(m["percent_of_backbone"] for m in modules.values()))
     return out
 
 
 def markdown(report) -> str:
-    results = report["metrics"]
+    sets = list(report["sets"])
+    rows = list(report["metrics"])
     lines = [
-        "# Quality: SciFact and NFCorpus test (NDCG@10 / R@100, ir-measures)",
+        "# Quality: every set's test split (NDCG@10 / R@100, ir-measures)",
         "",
-        "Reproduce: `python bench/quality.py` (trains what is missing under .ddr/bench-quality; CPU only).",
+        f"Reproduce: `python bench/quality.py` (store: `{Path(report['store']).name}`; CPU only).",
+        "In-domain sets have a shipped module ("
+        + ", ".join(f"{n} -> {s['module']}" for n, s in report["sets"].items() if s["module"])
+        + "); zero-shot sets have none. DDR-auto = no domain given (the default routing).",
         "",
-        "| method | SciFact in-domain | SciFact zero-shot | NFCorpus in-domain | NFCorpus zero-shot |",
-        "|---|---|---|---|---|",
+        "| method | " + " | ".join(f"{n} ({report['sets'][n]['kind'][:2]})" for n in sets) + " |",
+        "|---|" + "---|" * len(sets),
     ]
-    for row, columns in results.items():
-        cells = []
-        for s in SETS:
-            for column in ("in-domain", "zero-shot"):
-                m = columns[column][s]
-                cells.append(f"{m['nDCG@10']:.3f} / {m['R@100']:.3f}")
+    for row in rows:
+        cells = [f"{report['metrics'][row][n]['nDCG@10']:.3f} / {report['metrics'][row][n]['R@100']:.3f}" for n in sets]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "BM25, frozen and the frozen hybrid use no training: both columns show the same run. "
-        "Zero-shot = trained on the other set only; DDR-prior zero-shot is the general module alone "
-        "(no module serves that domain), which is an exact no-op here, so it equals frozen.",
+        "## Routing (DDR-auto)",
         "",
-        "## Targets",
+        "Share of a set's queries reaching its module (in-domain) or the "
+        "general module alone (zero-shot), and the share routed to each module.",
         "",
-        "| target | margin | met |",
-        "|---|---|---|",
     ]
-    for t in report["targets"]:
-        lines.append(f"| {t['target']} | {t['margin']:+.4f} | {'yes' if t['met'] else 'NO'} |")
-    lines += ["", "## Modules", "", "| module | kind | parameters | % of backbone |", "|---|---|---|---|"]
-    for name, m in report["modules"].items():
-        lines.append(f"| {name} | {m['kind']} | {m['parameters']:,} | {m['percent_of_backbone']:.2f}% |")
+    modules = [k for k in next(iter(report["routing"].values())) if k != "correct"]
+    lines += ["| set | correct | " + " | ".join(modules) + " |", "|---|---|" + "---|" * len(modules)]
+    for name, r in report["routing"].items():
+        lines.append(f"| {name} | {r['correct']:.3f} | " + " | ".join(f"{r[m]:.3f}" for m in modules) + " |")
     lines += [
         "",
-        "## Training (CPU)",
+        "## Domain independence",
         "",
-        "| run | dev before -> after | steps | seconds | s/step |",
-        "|---|---|---|---|---|",
+        "The store minus one module, on every other set: of the queries not routed to the removed module, how "
+        "many vectors changed and their NDCG@10 change; then the NDCG@10 change over all queries (those the "
+        "module had won now go elsewhere).",
+        "",
     ]
-    for name, t in report["training"].items():
-        lines.append(
-            f"| {name} | {t['dev_before']:.4f} -> {t['dev_after']:.4f} | {t['steps']} | "
-            f"{t['train_seconds']} | {t['seconds_per_step']} |"
-        )
+    lines += ["| removed | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for removed, per_set in report["independence"].items():
+        cells = []
+        for n in sets:
+            d = per_set.get(n)
+            cells.append(
+                "-"
+                if d is None
+                else f"{d['their_vectors_changed']}/{d['queries_not_routed_to_it']}, "
+                f"{d['their_ndcg_delta']:+.4f}; all {d['all_queries_ndcg_delta']:+.4f}"
+            )
+        lines.append(f"| {removed} | " + " | ".join(cells) + " |")
+    lines += ["", "## Targets", "", "| target | margin | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['margin']:+.4f} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]]
+    lines += ["", "## Fusion per module (chosen on dev queries; general: on the zero-shot sets + WikiQA train)", ""]
+    lines += [f"- {n}: {c['technique']} (BM25, dense) = ({c['weights']})" for n, c in report["fusion"].items()]
     lines += [
         "",
-        "## Notes",
+        "## Training (CPU, this machine)",
         "",
-        "- Passages: SciFact at 256 tokens (the reference setting: frozen 0.645 reproduced), NFCorpus at "
-        "128 tokens for every NFCorpus row (encoding at 256 costs 2.4x more than these 2 shared cores "
-        "could afford; frozen is 0.315 at 128 vs 0.316 at 256).",
-        "- DR = full fine-tuning of every backbone weight on the query side, against the same cached "
-        "frozen passages, pairs, loss, dev split and early stopping as DDR (re-embedding each corpus "
-        "per DR model was unaffordable here). `ddr-search train dr` does the shared-weights variant.",
-        "- The general module is the exact no-op (see ddr_search/pretrained/MODEL_CARD.md), so "
-        '"DDR general only" equals frozen by construction.',
-        "- Checkpoints: each domain module keeps the step with its own best dev nDCG@10 (SciFact: 10% of "
-        "train queries, 0.670 -> 0.714 at step 416 of 416; NFCorpus: its dev split, 0.301 -> 0.325 at "
-        "step 312). NFCorpus's dev gain (+0.024) mostly did not carry over to its test queries (+0.003).",
-        "- Zero-shot DDR-topk: the zero-shot store holds one domain module, and a softmax over one router "
-        "row gives it weight 1, so every query goes through the other set's module (SciFact queries "
-        "through the NFCorpus module lose 2.9 points). Prior routing (`--domain`) does not have this "
-        "problem; top-k over several modules spreads the weight.",
-        "- History (three runs, all reported): run 1 (lr 5e-3 for both modules, one checkpoint chosen "
-        "by the *mean* dev score) gave SciFact DDR-prior 0.682 / hybrid 0.741 but NFCorpus 0.304 "
-        "(below frozen). Run 2 added per-domain checkpoints and NFCorpus lr 1e-3: SciFact "
-        "0.677 / 0.738, NFCorpus 0.315 (module stuck at the no-op), 640-pair samples. Run 2's miss on "
-        "NFCorpus led to a dev-only search (NFCorpus train and dev splits, 15 configurations, 3 seeds; "
-        "no test query): the per-positive loss pulled each query towards the centroid of its ~43 "
-        "positives; a listwise loss on every train query at lr 2e-2 gained +0.021..+0.023 on dev. "
-        "This table is run 3 with that recipe (DR on the same pairs and loss), run once.",
+        "| module | dev before -> after | steps | seconds |",
+        "|---|---|---|---|",
     ]
-    m = report["machine"]
+    for n, t in report["training"].items():
+        lines.append(f"| {n} | {t['dev_before']} -> {t['dev_after']} | {t['steps']} | {t['train_seconds']} |")
+    dr = report["dr"]
     lines += [
+        f"| DR (full fine-tune, union of all pairs) | - | {dr['steps']} | {dr['seconds']} |",
         "",
-        f"Machine: {m['cpu_count']} CPUs (shared), Python {m['python']}, torch {m['torch']}, "
-        f"{m['torch_threads']} torch thread(s).",
+        f"Machine: {report['machine']['cpu_count']} CPUs (shared), load {report['machine']['load_average_1_5_15']}; "
+        f"whole run {report['seconds']} s.",
         "",
     ]
     return "\n".join(lines)
@@ -463,36 +342,26 @@ def plot(report, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    results = report["metrics"]
-    rows = list(results)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=False)
-    for ax, s in zip(axes, SETS, strict=True):
-        ys = range(len(rows))
-        ax.barh([y - 0.2 for y in ys], [nd(results, r, "in-domain", s) for r in rows], height=0.4, label="in-domain")
-        ax.barh([y + 0.2 for y in ys], [nd(results, r, "zero-shot", s) for r in rows], height=0.4, label="zero-shot")
-        ax.set_yticks(list(ys), rows, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(f"{s} test NDCG@10")
-        lo = min(nd(results, r, c, s) for r in rows for c in ("in-domain", "zero-shot"))
-        ax.set_xlim(max(0, lo - 0.05), None)
-    axes[0].legend()
+    sets = list(report["sets"])
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    for ax, rows, title in (
+        (axes[0], ["BM25", "frozen", "DR", "DDR-prior", "DDR-auto"], "dense (and BM25)"),
+        (
+            axes[1],
+            ["hybrid BM25+frozen (0.5/0.5)", "hybrid BM25+DR (0.5/0.5)", "hybrid BM25+DDR-auto (tuned)"],
+            "hybrid",
+        ),
+    ):
+        width = 0.8 / len(rows)
+        for i, row in enumerate(rows):
+            values = [report["metrics"][row][n]["nDCG@10"] for n in sets]
+            ax.bar(np.arange(len(sets)) + i * width, values, width, label=row)
+        ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, sets, rotation=30)
+        ax.set_ylabel("NDCG@10")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def ship(store: Path, training: dict) -> None:
-    target = REPO / "ddr_search" / "pretrained"
-    target.mkdir(exist_ok=True)
-    for item in ("manifest.json", "router.safetensors", "modules"):
-        dest = target / item
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        src = store / item
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            shutil.copy2(src, dest)
-    print(f"shipped {store} -> {target}")
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

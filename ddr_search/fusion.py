@@ -38,7 +38,7 @@ per sub-query), so a configuration that runs here also runs as a search pipeline
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -48,6 +48,7 @@ from ddr_search.types import ScoredIds
 MIN_SCORE = 0.001  # min_max / z_score floor for a returned document (OpenSearch MIN_SCORE)
 SINGLE_RESULT_SCORE = 1.0  # min_max when min == max (OpenSearch SINGLE_RESULT_SCORE)
 DEFAULT_RANK_CONSTANT = 60
+GENERAL = "general"  # the key of the general module's fusion (ddr_search.model.ddr.GENERAL)
 _WEIGHT_SUM_TOLERANCE = 0.01  # ScoreCombinationUtil.DELTA_FOR_SCORE_ASSERTION
 
 
@@ -79,6 +80,21 @@ class FusionConfig:
             raise ConfigError(f"fusion weights must sum to 1.0 (as OpenSearch requires), got {list(self.weights)}")
         if not 1 <= self.rank_constant <= 10_000:
             raise ConfigError(f"rrf rank_constant must be in [1, 10000], got {self.rank_constant}")
+
+    def to_record(self) -> dict[str, str | int | float]:
+        """The flat form a module store's manifest keeps (weights as "bm25,dense")."""
+        return {
+            "technique": self.technique.value,
+            "weights": ",".join(f"{w:g}" for w in self.weights),
+            "rank_constant": self.rank_constant,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, str | int | float]) -> FusionConfig:
+        weights = tuple(float(w) for w in str(record["weights"]).split(","))
+        return cls(
+            Technique(str(record["technique"])), weights, int(record.get("rank_constant", DEFAULT_RANK_CONSTANT))
+        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,16 @@ def _combine(scores: Sequence[float], weights: Sequence[float], technique: Techn
     if weight_sum == 0.0:
         return 0.0
     return total * len(weights) if technique is Technique.RRF else total / weight_sum
+
+
+def routed_fusion(routing: Mapping[str, float], configs: Mapping[str, FusionConfig]) -> FusionConfig | None:
+    """The fusion chosen for the module that carries most of a query's routing weight (each domain's is
+    tuned on its dev queries when it is trained), or the general module's when no domain module routes."""
+    if routing:
+        module = max(sorted(routing), key=lambda name: routing[name])
+        if module in configs:
+            return configs[module]
+    return configs.get(GENERAL)
 
 
 def fuse(sub_results: Sequence[ScoredIds], config: FusionConfig, k: int | None = None) -> list[Fused]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +30,10 @@ class ModuleRecord(BaseModel):
     parameters: int
     created: str
     notes: dict[str, str | int | float] = {}
+    # Auto routing's profile of this domain module (ddr_search.routing.write_profile); None = prior only.
+    routing: dict[str, str | int | float] | None = None
+    # Hybrid fusion chosen on this module's dev queries (FusionConfig.to_record); None = the settings'.
+    fusion: dict[str, str | int | float] | None = None
 
 
 class Manifest(BaseModel):
@@ -46,7 +48,11 @@ class Manifest(BaseModel):
         """Changes whenever any module or the router changes; exports record it."""
         digest = hashlib.sha256()
         for name in sorted(self.modules):
-            digest.update(f"{name}:{self.modules[name].sha256};".encode())
+            record = self.modules[name]
+            digest.update(f"{name}:{record.sha256};".encode())
+            for extra in (record.routing, record.fusion):
+                if extra is not None:
+                    digest.update(json.dumps(extra, sort_keys=True).encode())
         digest.update(json.dumps(self.router_rows).encode())
         digest.update(json.dumps(self.domains, sort_keys=True).encode())
         return digest.hexdigest()[:16]
@@ -60,18 +66,6 @@ def read_manifest(path: Path) -> Manifest:
         return Manifest.model_validate_json(file.read_text())
     except ValidationError as e:
         raise ModuleStoreError(f"{file}: invalid manifest: {e}") from e
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Swap a finished folder in by renames, so a reader sees the old folder or the new one, never half."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def check_compatible(manifest: Manifest, backbone: BackboneInfo, prefix_length: int | None, where: Path) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ddr_search.errors import InputError, UnknownModuleError
 from ddr_search.filters import Filters
-from ddr_search.fusion import Fused, FusionConfig, Technique, fuse
+from ddr_search.fusion import Fused, FusionConfig, Technique, fuse, routed_fusion
 from ddr_search.settings import SearchSettings
 from ddr_search.types import Backend, Encoder, Hit, HybridBackend, RoutingMode, ScoredIds, SearchMode
 
@@ -23,7 +23,7 @@ class Route:
     """How a query is encoded and filtered: the domain handed to the encoder, the routing mode, the filter."""
 
     encoder_domain: str | None
-    routing: RoutingMode | None  # None: the encoder's default (top-k over all modules)
+    routing: RoutingMode | None  # None: the encoder's default (auto: the accepting domain, else general)
     filter_domain: str | None
 
 
@@ -74,6 +74,18 @@ def fusion_config(settings: SearchSettings) -> FusionConfig:
     return FusionConfig(technique=Technique(settings.normalization), weights=tuple(settings.combination_weights))
 
 
+def choose_fusion(
+    settings: SearchSettings, encoder: Encoder | None, routing: Mapping[str, float], explicit: FusionConfig | None
+) -> FusionConfig:
+    """Which fusion a hybrid query uses: the caller's, else fusion settings the user set, else the one
+    tuned for the module the query was routed to (the general module's when none), else the defaults."""
+    if explicit is not None:
+        return explicit
+    if settings.model_fields_set & {"normalization", "combination_weights"} or encoder is None:
+        return fusion_config(settings)
+    return routed_fusion(routing, encoder.fusion_configs()) or fusion_config(settings)
+
+
 def search(
     query: str,
     *,
@@ -111,13 +123,13 @@ def search(
     # A backend that fuses on its side (OpenSearch: native `hybrid` query + pipeline, or one `_msearch`)
     # answers hybrid queries in one round trip with the same formulas as `fuse` below.
     hybrid = backend if mode is SearchMode.HYBRID and isinstance(backend, HybridBackend) else None
-    config = fusion or fusion_config(settings)
     with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
         if mode is not SearchMode.BM25:
             if encoder is None:
                 raise InputError(f"{mode.value} search needs an encoder")
             encoded = encoder.encode_queries([query], domain=route.encoder_domain, routing=route.routing)
             weights = encoded.weights[0]
+            config = choose_fusion(settings, encoder, weights, fusion)
             if hybrid is not None:
                 fused = hybrid.hybrid_search(
                     query,
@@ -133,7 +145,7 @@ def search(
         if mode is not SearchMode.DENSE:
             bm25 = backend.bm25_search(query, depth, domain=route.filter_domain, filters=filters)
     if mode is SearchMode.HYBRID:
-        fused = fuse([bm25, dense], config, k=k)
+        fused = fuse([bm25, dense], choose_fusion(settings, encoder, weights, fusion), k=k)
     elif mode is SearchMode.DENSE:
         fused = [Fused(i, s, (None, s)) for i, s in dense[:k]]
     else:

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     backbone: Path | None = None  # a local BERT-family folder; None = the packaged all-MiniLM-L6-v2
     modules: Path | None = None  # a module store; None = the store shipped with the package, if any
     onnx_dir: Path | None = None  # exported encoders; None = <home>/onnx when it exists
-    routing: RoutingMode = RoutingMode.TOP_K
+    routing: RoutingMode = RoutingMode.AUTO  # docs/routing.md: why auto, not the paper's top-k
     broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
     batch_size: int = 64
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)

@@ -28,6 +28,7 @@ def passage_text(title: str, text: str) -> str:
 class RoutingMode(StrEnum):
     """How a query's domain modules are weighted (DDR paper, section 3)."""
 
+    AUTO = "auto"  # the one domain whose profile accepts the query, else the general module alone
     SOFT = "soft"  # every domain module, softmax router weights
     TOP_K = "topk"  # the k largest softmax weights, not renormalised
     PRIOR = "prior"  # only the modules the query's known domain maps to
@@ -103,6 +104,10 @@ class Encoder(Protocol):
 
     def domains(self) -> Mapping[str, Sequence[str]]:
         """Domain name -> the module names prior routing uses for it."""
+        ...
+
+    def fusion_configs(self) -> Mapping[str, FusionConfig]:
+        """Module name ("general" included) -> the hybrid fusion tuned for it when it was trained."""
         ...
 
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors: ...

@@ -8,6 +8,7 @@
   fp32/query-<module>.onnx      backbone + general + <module> baked  -> embeddings [B, d]
   fp32/query-weighted.onnx      + module_weights [B, N] input        -> embeddings, router_logits
   int8/...                      the same encoders, dynamically quantised (with --int8)
+  profiles/<module>.safetensors auto routing profiles, copied from the store (ddr_search.routing)
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class ExportManifest(BaseModel):
     precisions: list[Precision]
     graphs: dict[str, GraphRecord]  # key "<precision>/<role>[/<module>]" or "router"
     tokenizer_files: dict[str, str]  # file name -> sha256
+    profiles: dict[str, dict[str, str | int | float]] = {}  # module -> the store's ModuleRecord.routing
+    fusion: dict[str, dict[str, str | int | float]] = {}  # module -> the store's ModuleRecord.fusion
 
     def graph(self, role: Role, precision: Precision | None = None, module: str | None = None) -> GraphRecord:
         """The record for one encoder; raises ExportError naming what the export lacks."""

@@ -209,6 +209,7 @@ def export_store(
     """
     from ddr_search.manifest import read_manifest
     from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.routing import PROFILES_DIR
 
     say = progress or (lambda _message: None)
     out = Path(out)
@@ -225,6 +226,12 @@ def export_store(
         say("saving the tokenizer")
         encoder.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
         tokenizer_files = {p.name: sha256_file(p) for p in sorted((staging / TOKENIZER_DIR).iterdir()) if p.is_file()}
+        profiles = {n: r.routing for n, r in (store_manifest.modules if store_manifest else {}).items() if r.routing}
+        for name in profiles:
+            (staging / PROFILES_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(
+                Path(store) / PROFILES_DIR / f"{name}.safetensors", staging / PROFILES_DIR / f"{name}.safetensors"
+            )
         info = model.backbone_info
         manifest = ExportManifest(
             created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -253,6 +260,8 @@ def export_store(
             precisions=[Precision.FP32, Precision.INT8] if int8 else [Precision.FP32],
             graphs={key: _record(staging, *spec) for key, spec in graphs.items()},
             tokenizer_files=tokenizer_files,
+            profiles=profiles,
+            fusion={n: r.fusion for n, r in (store_manifest.modules if store_manifest else {}).items() if r.fusion},
         )
         (staging / EXPORT_MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         _replace(staging, out)
@@ -379,7 +388,7 @@ def _check_target(out: Path) -> None:
 
 def _replace(staging: Path, out: Path) -> None:
     """Swap the finished export in; a reader never sees half an export."""
-    from ddr_search.manifest import replace_directory
+    from ddr_search.files import replace_directory
 
     if out.exists():
         _check_target(out)

@@ -28,6 +28,8 @@ def routing_weights(
     Ties in top-k go to the lower router row (a stable sort), as torch.topk does on CPU.
     """
     batch, num_modules = logits.shape
+    if mode is RoutingMode.AUTO:
+        raise ValueError("auto routing uses domain profiles (ddr_search.routing), not router logits")
     if mode is RoutingMode.NONE or num_modules == 0:
         return np.zeros((batch, num_modules), dtype=np.float32)
     if mode is RoutingMode.PRIOR:

@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ddr_search.errors import ExportError, UnknownModuleError
+from ddr_search.batching import by_length
+from ddr_search.encoding import auto_encode, check_domain, named_weights
+from ddr_search.errors import ExportError
+from ddr_search.fusion import FusionConfig
+from ddr_search.routing import PROFILES_DIR, DomainProfile, read_profile
 from ddr_search.types import QueryEncoding, RoutingMode, Vectors, resolve_routing
 from onnx_export.artifacts import (
     ATTENTION_MASK,
@@ -77,7 +81,7 @@ class OrtEncoder:
         query_threads: int = 1,
         passage_threads: int = 0,
         top_k: int = 2,
-        default_routing: RoutingMode = RoutingMode.TOP_K,
+        default_routing: RoutingMode = RoutingMode.AUTO,
         verify: bool = True,
     ) -> None:
         if precision not in manifest.precisions:
@@ -96,6 +100,7 @@ class OrtEncoder:
         self.max_query_length = manifest.max_query_length
         self._tokenizers = _load_tokenizers(self.directory, manifest, verify)
         self._sessions: dict[tuple[str, int], onnxruntime.InferenceSession] = {}
+        self._profiles: list[DomainProfile] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -133,6 +138,9 @@ class OrtEncoder:
     def domains(self) -> Mapping[str, Sequence[str]]:
         return {d: list(ms) for d, ms in self.manifest.domains.items()}
 
+    def fusion_configs(self) -> Mapping[str, FusionConfig]:
+        return {name: FusionConfig.from_record(record) for name, record in self.manifest.fusion.items()}
+
     @property
     def module_names(self) -> list[str]:
         return list(self.manifest.module_names)
@@ -141,7 +149,7 @@ class OrtEncoder:
         """Backbone + general module only: one set of passage vectors serves every domain."""
         session = self._session(self.manifest.graph(Role.PASSAGE, self.precision), self.passage_threads)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for index, chunk in self._batches(texts, batch_size):
+        for index, chunk in by_length(texts, batch_size):
             ids, mask = self.tokenize(chunk, self.max_passage_length)
             out[index] = session.run(None, {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
         return out
@@ -160,20 +168,23 @@ class OrtEncoder:
     ) -> QueryEncoding:
         """Router -> module weights -> query vectors. An unknown domain raises UnknownModuleError."""
         domains = self.manifest.domains
-        if domain is not None and domain not in domains:
-            known = ", ".join(sorted(domains)) or "none"
-            raise UnknownModuleError(f"no module is mapped to domain {domain!r} (domains with modules: {known})")
+        check_domain(domain, domains)
         mode = self.resolve_routing(domain, routing)
         names = self.manifest.module_names
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         weights_out: list[dict[str, float]] = [{} for _ in texts]
         single = domains[domain][0] if mode is RoutingMode.PRIOR and domain and len(domains[domain]) == 1 else None
-        for index, chunk in self._batches(texts, batch_size):
+        for index, chunk in by_length(texts, batch_size):
             ids, mask = self.tokenize(chunk, self.max_query_length)
             feeds = {INPUT_IDS: ids, ATTENTION_MASK: mask}
             if mode is RoutingMode.NONE:
                 session = self._session(self.manifest.graph(Role.PASSAGE, self.precision), self.query_threads)
                 out[index] = session.run(None, feeds)[0]
+                continue
+            if mode is RoutingMode.AUTO:
+                out[index], routed = self._auto(ids, mask)
+                for row, position in enumerate(index):
+                    weights_out[position] = routed[row]
                 continue
             if single is not None:
                 record = self.manifest.graph(Role.QUERY_DOMAIN, self.precision, single)
@@ -186,12 +197,35 @@ class OrtEncoder:
                 out[index] = weighted.run(None, {**feeds, MODULE_WEIGHTS: weights})[0]
                 row_names = names
             for row, position in enumerate(index):
-                weights_out[position] = {
-                    n: float(w) for n, w in zip(row_names, weights[row].tolist(), strict=True) if w > 0
-                }
+                weights_out[position] = named_weights(row_names, weights[row].tolist())
         return QueryEncoding(vectors=out, weights=weights_out)
 
     # -- parts ------------------------------------------------------------------------------------
+    def _auto(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """TorchEncoder._auto on the exported graphs: general first, then each accepted module's own rows."""
+        general = self._session(self.manifest.graph(Role.PASSAGE, self.precision), self.query_threads)
+
+        def encode_rows(rows: list[int], module: str) -> np.ndarray:
+            record = self.manifest.graph(Role.QUERY_DOMAIN, self.precision, module)
+            return self._session(record, self.query_threads).run(
+                None, {INPUT_IDS: ids[rows], ATTENTION_MASK: mask[rows]}
+            )[0]
+
+        vectors = general.run(None, {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
+        return auto_encode(vectors, self.profiles(), encode_rows)
+
+    def profiles(self) -> list[DomainProfile]:
+        """Auto routing profiles in router-row order, read (and checksummed) on first use."""
+        with self._lock:
+            if self._profiles is None:
+                records = self.manifest.profiles
+                self._profiles = [
+                    read_profile(self.directory / PROFILES_DIR, name, records[name])
+                    for name in self.manifest.module_names
+                    if name in records
+                ]
+            return self._profiles
+
     def route(self, ids: np.ndarray, mask: np.ndarray, mode: RoutingMode, domain: str | None) -> np.ndarray:
         """Module weights [B, N] from the router graph (fp32 in every export)."""
         router = self._session(self.manifest.graph(Role.ROUTER), self.query_threads)
@@ -211,14 +245,6 @@ class OrtEncoder:
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask
-
-    def _batches(self, texts: Sequence[str], batch_size: int) -> list[tuple[np.ndarray, list[str]]]:
-        # Sorting by length keeps padding small; the caller writes rows back by index.
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        return [
-            (order[i : i + batch_size], [texts[j] for j in order[i : i + batch_size]])
-            for i in range(0, len(texts), batch_size)
-        ]
 
     def _session(self, record: GraphRecord, threads: int) -> onnxruntime.InferenceSession:
         key = (record.file, threads)

@@ -48,6 +48,9 @@ class HashingEncoder:
     def domains(self) -> Mapping[str, Sequence[str]]:
         return {}
 
+    def fusion_configs(self) -> Mapping[str, object]:
+        return {}
+
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -87,11 +90,18 @@ class HashEncoder:
     Different `version`s hash differently, so a reindex really changes every vector.
     """
 
-    def __init__(self, version: str = "hash-a", dimension: int = 16, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        version: str = "hash-a",
+        dimension: int = 16,
+        fail_after: int | None = None,
+        fusion: Mapping[str, object] | None = None,
+    ) -> None:
         self._version = version
         self._dimension = dimension
         self.fail_after = fail_after  # raise on the call after this many passages (a crash mid-reindex)
         self.encoded = 0
+        self.fusion = dict(fusion or {})  # module -> FusionConfig; a query given a domain routes to it
 
     @property
     def dimension(self) -> int:
@@ -102,7 +112,10 @@ class HashEncoder:
         return self._version
 
     def domains(self) -> Mapping[str, Sequence[str]]:
-        return {}
+        return {name: [name] for name in self.fusion if name != "general"}
+
+    def fusion_configs(self) -> Mapping[str, object]:
+        return self.fusion
 
     def _vec(self, text: str) -> np.ndarray:
         v = np.zeros(self._dimension, dtype=np.float32)
@@ -126,7 +139,8 @@ class HashEncoder:
         routing: RoutingMode | None = None,
         batch_size: int = 64,
     ) -> QueryEncoding:
-        return QueryEncoding(np.stack([self._vec(t) for t in texts]), [{"general": 1.0} for _ in texts])
+        routed = {domain: 1.0} if domain is not None else {}
+        return QueryEncoding(np.stack([self._vec(t) for t in texts]), [dict(routed) for _ in texts])
 
 
 CORPUS = [

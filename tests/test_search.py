@@ -54,8 +54,13 @@ def test_a_domain_with_documents_but_no_module_uses_the_general_module_alone(cli
     assert all(h.routing == {} for h in hits)
 
 
-def test_no_domain_uses_top_k_routing_over_every_document(client):
-    hits = client.search("chest pain spreading to the arm", k=10)
+def test_no_domain_and_no_profiles_means_the_general_module_over_every_document(client):
+    hits = client.search("chest pain spreading to the arm", k=10)  # auto routing: these modules have no profile
+    assert hits[0].routing == {} and hits[0].id == "medical-007"
+
+
+def test_top_k_routing_is_still_there_when_asked_for(client):
+    hits = client.search("chest pain spreading to the arm", k=10, routing=RoutingMode.TOP_K)
     assert set(hits[0].routing) == {"legal", "medical"}  # top-2 of 2 modules
     assert sum(hits[0].routing.values()) == pytest.approx(1.0)
     assert hits[0].id == "medical-007"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ddr_search.errors import BackendError, DocumentsRejected, InputError
+from ddr_search.fusion import FusionConfig
 from ddr_search.types import Backend, Document, Encoder, QueryEncoding, RoutingMode, Vectors
 from workers.payload import from_payload, payload_key
 
@@ -44,6 +45,9 @@ class _CheckedEncoder:
 
     def domains(self) -> Mapping[str, Sequence[str]]:
         return self._encoder.domains()
+
+    def fusion_configs(self) -> Mapping[str, FusionConfig]:
+        return self._encoder.fusion_configs()
 
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
         vectors = self._encoder.encode_passages(texts, batch_size=batch_size)

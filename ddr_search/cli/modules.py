@@ -31,7 +31,8 @@ def list_modules(store: Path | None, as_json: bool) -> None:
     for domain, names in manifest.domains.items():
         for name in names:
             served.setdefault(name, []).append(domain)
-    backbone_params = _backbone_parameters(manifest.backbone)
+    recorded = manifest.backbone.get("parameters")  # written by save_store; older stores lack it
+    backbone_params = int(recorded) if recorded else None
     rows = []
     for name, record in manifest.modules.items():
         share = 100.0 * record.parameters / backbone_params if backbone_params else None
@@ -44,6 +45,8 @@ def list_modules(store: Path | None, as_json: bool) -> None:
                 "percent_of_backbone": round(share, 2) if share is not None else None,
                 "domains": sorted(served.get(name, [])) if record.kind == "domain" else ["*"],
                 "created": record.created,
+                "routing": record.routing,
+                "fusion": record.fusion,
                 "notes": record.notes,
             }
         )
@@ -61,22 +64,26 @@ def list_modules(store: Path | None, as_json: bool) -> None:
         )
         return
     click.echo(f"store {store}  (backbone {manifest.backbone.get('name')}, prefix length {manifest.prefix_length})")
-    click.echo(f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  DOMAINS")
+    click.echo(
+        f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  {'AUTO ROUTING':<22} {'FUSION':<16} DOMAINS"
+    )
     for row in rows:
         pct = f"{row['percent_of_backbone']:.2f}" if row["percent_of_backbone"] is not None else "-"
         click.echo(
             f"{row['name']:<16} {row['kind']:<8} {row['version']:>3} {row['parameters']:>9,} {pct:>6}  "
-            f"{','.join(row['domains'])}"
+            f"{_routing(row['routing'], row['kind']):<22} {_fusion(row['fusion']):<16} {','.join(row['domains'])}"
         )
 
 
-def _backbone_parameters(backbone: dict[str, str | int]) -> int | None:
-    """BERT-family parameter count from the recorded shape (vocabulary assumed 30,522, 512 positions)."""
-    try:
-        hidden, layers = int(backbone["hidden_size"]), int(backbone["num_layers"])
-    except (KeyError, ValueError):
-        return None
-    intermediate = 4 * hidden
-    embeddings = (30522 + 512 + 2) * hidden + 2 * hidden
-    layer = 4 * (hidden * hidden + hidden) + 2 * hidden * intermediate + intermediate + hidden + 4 * hidden
-    return embeddings + layers * layer + hidden * hidden + hidden
+def _routing(record: dict[str, str | int | float] | None, kind: str) -> str:
+    """How auto routing reaches a module: its profile size and threshold, or why it never does."""
+    if kind == "general":
+        return "when no domain accepts"
+    if record is None:
+        return "prior only (no profile)"
+    return f"{record['queries']} queries >= {float(record['threshold']):.3f}"
+
+
+def _fusion(record: dict[str, str | int | float] | None) -> str:
+    """BM25/dense weights tuned for the module, or the settings' when none were."""
+    return f"{record['technique']} {record['weights']}" if record else "settings"

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ddr_search.batching import by_length
 from ddr_search.errors import InputError
+from ddr_search.files import write_atomically
 from ddr_search.types import Encoder, Vectors
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,10 @@ def encode_in_chunks(encoder: Encoder, texts: Sequence[str], *, show_progress: b
     """Encode passages longest first (little padding), with a per-document progress bar; input order kept."""
     from tqdm.auto import tqdm
 
-    order = np.argsort([-len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
     with tqdm(total=len(texts), desc="encoding passages", unit="doc", disable=not show_progress) as bar:
-        for start in range(0, len(texts), CHUNK):
-            rows = order[start : start + CHUNK]
-            out[rows] = encoder.encode_passages([texts[i] for i in rows], batch_size=batch_size)
+        for rows, chunk in by_length(texts, CHUNK):
+            out[rows] = encoder.encode_passages(chunk, batch_size=batch_size)
             bar.update(len(rows))
     return out
 
@@ -114,13 +112,5 @@ def encode_corpus(
 
 
 def _write(path: Path, vectors: Vectors, meta: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".passages-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, vectors)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: np.save(f, vectors))
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

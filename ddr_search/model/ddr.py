@@ -8,10 +8,13 @@ import torch
 from torch import nn
 
 from ddr_search.errors import InputError, UnknownModuleError
+from ddr_search.fusion import FusionConfig
+from ddr_search.manifest import Manifest
 from ddr_search.model.backbone import Backbone, BackboneInfo, pool
 from ddr_search.model.prefix import PrefixModule, PrefixState, init_from_backbone, install_prefix_attention
 from ddr_search.model.router import Router, routing_weights
 from ddr_search.names import check_name
+from ddr_search.routing import DomainProfile
 from ddr_search.types import RoutingMode
 
 GENERAL = "general"
@@ -34,6 +37,9 @@ class DDRModel(nn.Module):
         self.domain_modules = nn.ModuleDict()
         self.router = Router(backbone.info.hidden_size)
         self.domain_map: dict[str, list[str]] = {}
+        self.profiles: dict[str, DomainProfile] = {}  # auto routing, per domain module (ddr_search.routing)
+        self.fusion: dict[str, FusionConfig] = {}  # hybrid fusion per module ("general" too), tuned on dev
+        self.loaded_from: Manifest | None = None  # the store this model was loaded from (versions, notes)
 
     # -- modules --------------------------------------------------------------------------------
     def new_module(self) -> PrefixModule:
@@ -63,6 +69,8 @@ class DDRModel(nn.Module):
             raise UnknownModuleError(f"no domain module {name!r}; modules: {self.module_names}")
         self.router.remove_row(self.module_names.index(name))
         del self.domain_modules[name]
+        self.profiles.pop(name, None)
+        self.fusion.pop(name, None)
         self.domain_map = {d: [m for m in ms if m != name] for d, ms in self.domain_map.items()}
         self.domain_map = {d: ms for d, ms in self.domain_map.items() if ms}
 

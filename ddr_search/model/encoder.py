@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddr_search.errors import UnknownModuleError
+from ddr_search.batching import by_length
+from ddr_search.encoding import auto_encode, check_domain, named_weights
+from ddr_search.fusion import FusionConfig
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.store import load_store
@@ -41,7 +43,7 @@ class TorchEncoder:
         max_passage_length: int = 256,
         max_query_length: int = DEFAULT_QUERY_LENGTH,
         top_k: int = 2,
-        default_routing: RoutingMode = RoutingMode.TOP_K,
+        default_routing: RoutingMode = RoutingMode.AUTO,
         show_progress: bool = False,
     ) -> None:
         self.model = model.eval()
@@ -73,31 +75,28 @@ class TorchEncoder:
 
     @property
     def version(self) -> str:
+        """A general module whose gates are all zero is an exact no-op (prefix.py): its passage vectors are
+        the backbone's bit for bit, so it shares the backbone's version and no index needs re-embedding."""
         general = self.model.general
         digest = None
-        if general is not None:
+        if general is not None and bool(general.gates.detach().any()):
             digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in general.parameters())).hexdigest()
         return encoder_version(self.model.backbone_info.fingerprint, digest)
 
     def domains(self) -> Mapping[str, Sequence[str]]:
         return dict(self.model.domain_map)
 
+    def fusion_configs(self) -> Mapping[str, FusionConfig]:
+        return dict(self.model.fusion)
+
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-
-    def _batches(self, texts: Sequence[str], batch_size: int, desc: str) -> list[tuple[np.ndarray, list[str]]]:
-        # Sorting by length keeps padding (and so wasted attention) small; order is restored after.
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        return [
-            (order[i : i + batch_size], [texts[j] for j in order[i : i + batch_size]])
-            for i in range(0, len(texts), batch_size)
-        ]
 
     @torch.inference_mode()
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
         """Backbone + general module only: one set of passage vectors serves every domain."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        batches = self._batches(texts, batch_size, "passages")
+        batches = by_length(texts, batch_size)
         for index, chunk in tqdm(batches, desc="encoding passages", unit="batch", disable=not self.show_progress):
             batch = self.tokenize(chunk, self.max_passage_length)
             out[index] = self.model(batch["input_ids"], batch["attention_mask"]).numpy()
@@ -117,23 +116,36 @@ class TorchEncoder:
         batch_size: int = 64,
     ) -> QueryEncoding:
         """Router -> module weights -> query vectors. An unknown domain raises UnknownModuleError."""
-        if domain is not None and domain not in self.model.domain_map:
-            known = ", ".join(sorted(self.model.domain_map)) or "none"
-            raise UnknownModuleError(f"no module is mapped to domain {domain!r} (domains with modules: {known})")
+        check_domain(domain, self.model.domain_map)
         mode = self.resolve_routing(domain, routing)
         names = self.model.module_names
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         weights_out: list[dict[str, float]] = [{} for _ in texts]
-        for index, chunk in self._batches(texts, batch_size, "queries"):
+        for index, chunk in by_length(texts, batch_size):
             batch = self.tokenize(chunk, self.max_query_length)
             ids, mask = batch["input_ids"], batch["attention_mask"]
+            if mode is RoutingMode.AUTO:
+                out[index], routed = self._auto(ids, mask)
+                for row, position in enumerate(index):
+                    weights_out[position] = routed[row]
+                continue
             weights = None
             if mode is not RoutingMode.NONE:
                 weights = self.model.route(ids, mask, mode, top_k=self.top_k, domains=[domain] * len(chunk))
             out[index] = self.model(ids, mask, weights).numpy()
             if weights is not None:
                 for row, position in enumerate(index):
-                    weights_out[position] = {
-                        n: float(w) for n, w in zip(names, weights[row].tolist(), strict=True) if w > 0
-                    }
+                    weights_out[position] = named_weights(names, weights[row].tolist())
         return QueryEncoding(vectors=out, weights=weights_out)
+
+    def _auto(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """General module first, then each accepted module on its own rows (ddr_search.encoding)."""
+        names = self.model.module_names
+
+        def encode_rows(rows: list[int], module: str) -> np.ndarray:
+            weights = torch.zeros(len(rows), len(names))
+            weights[:, names.index(module)] = 1.0
+            return self.model(ids[rows], mask[rows], weights).numpy()
+
+        profiles = [self.model.profiles[n] for n in names if n in self.model.profiles]
+        return auto_encode(self.model(ids, mask, None).numpy(), profiles, encode_rows)

@@ -45,6 +45,8 @@ def routing_weights(
     (the query's known domain), so they sum to 1. none: all zero (general module alone).
     """
     batch, num_modules = logits.shape
+    if mode is RoutingMode.AUTO:
+        raise ValueError("auto routing uses domain profiles (ddr_search.routing), not router logits")
     if mode is RoutingMode.NONE or num_modules == 0:
         return logits.new_zeros(batch, num_modules)
     if mode is RoutingMode.PRIOR:

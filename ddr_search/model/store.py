@@ -5,6 +5,7 @@ store/
   modules/general.safetensors
   modules/<domain>.safetensors
   router.safetensors       one row per domain module, in manifest order
+  profiles/<domain>.safetensors   auto routing's training-query vectors (ddr_search.routing)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ddr_search.errors import ModuleStoreError
+from ddr_search.files import replace_directory
+from ddr_search.fusion import FusionConfig
 from ddr_search.manifest import (
     MANIFEST,
     MODULES_DIR,
@@ -26,11 +29,11 @@ from ddr_search.manifest import (
     ModuleRecord,
     check_compatible,
     read_manifest,
-    replace_directory,
 )
 from ddr_search.model.backbone import Backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.prefix import PrefixModule
+from ddr_search.routing import PROFILES_DIR, read_profile, write_profile
 
 
 def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -51,7 +54,9 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
     Module versions increase only for modules whose tensors changed since the store on disk.
     """
     path = Path(path)
-    previous = read_manifest(path) if (path / MANIFEST).exists() else None
+    # Versions and notes carry over from the store on disk, else from the store the model was loaded from
+    # (a module copied into a new store keeps its history).
+    previous = read_manifest(path) if (path / MANIFEST).exists() else model.loaded_from
     now = datetime.now(UTC).isoformat(timespec="seconds")
     notes = notes or {}
     modules: dict[str, PrefixModule] = dict(model.domain_modules.items())
@@ -74,6 +79,8 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
             parameters=module.num_parameters(),
             created=old.created if unchanged else now,
             notes=notes.get(name, old.notes if unchanged else {}),
+            routing=write_profile(staging / PROFILES_DIR, model.profiles[name]) if name in model.profiles else None,
+            fusion=model.fusion[name].to_record() if name in model.fusion else None,
         )
         save_file(tensors, str(staging / MODULES_DIR / f"{name}.safetensors"))
     save_file({"weight": model.router.weight.detach().contiguous().clone()}, str(staging / ROUTER_FILE))
@@ -85,6 +92,7 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
             "hidden_size": info.hidden_size,
             "num_layers": info.num_layers,
             "num_heads": info.num_heads,
+            "parameters": sum(p.numel() for p in model.encoder.parameters()),
         },
         prefix_length=model.prefix_length,
         modules=records,
@@ -125,6 +133,17 @@ def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None)
         raise ModuleStoreError(f"module store {path}: router shape {tuple(router.shape)} does not match the modules")
     model.router.weight = torch.nn.Parameter(router)
     model.domain_map = {d: list(ms) for d, ms in manifest.domains.items()}
+    model.loaded_from = manifest
+    model.profiles = {
+        name: read_profile(path / PROFILES_DIR, name, record.routing)
+        for name, record in manifest.modules.items()
+        if record.routing is not None
+    }
+    model.fusion = {
+        name: FusionConfig.from_record(record.fusion)
+        for name, record in manifest.modules.items()
+        if record.fusion is not None
+    }
     for param in model.parameters():
         param.requires_grad_(False)
     return model

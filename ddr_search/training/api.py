@@ -22,16 +22,17 @@ import torch
 from ddr_search.errors import InputError
 from ddr_search.model.backbone import Backbone, load_backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
-from ddr_search.model.encoder import TorchEncoder, encoder_version, passage_text
+from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, module_tensors, save_store
+from ddr_search.routing import calibrate
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
-from ddr_search.training.corpus import CorpusDoc
 from ddr_search.training.dual import DualTask
 from ddr_search.training.loop import TrainResult, train
 from ddr_search.training.pairs import Pair, split_dev
 from ddr_search.training.passages import encode_cached
 from ddr_search.training.selfsup import pairs_from_corpus
+from ddr_search.types import Document, RoutingMode
 
 log = logging.getLogger(__name__)
 DEFAULT_PREFIX_LENGTH = 32  # 147,456 parameters (0.65% of MiniLM); trains well on CPU (docs/architecture.md section 5)
@@ -43,6 +44,7 @@ class Candidates:
 
     matrix: np.ndarray
     rows: dict[str, int]  # Passage.key() -> row
+    texts: list[str]  # row -> the passage text (BM25 over the same rows tunes the hybrid fusion)
 
 
 def _subsample(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]:
@@ -67,27 +69,14 @@ def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
-class PassageEncoder(TorchEncoder):
-    """The passage side for training caches: a general module whose gates are all zero is an exact
-    no-op (prefix.py), so its passage vectors are the backbone's, bit for bit, and share their cache
-    entries instead of re-encoding whole corpora under a new version."""
-
-    @property
-    def version(self) -> str:
-        general = self.model.general
-        if general is None or not bool(general.gates.detach().any()):
-            return encoder_version(self.model.backbone_info.fingerprint, None)
-        return super().version
-
-
 def passage_encoder(model: DDRModel, backbone: Backbone, max_length: int | None = None) -> TorchEncoder:
-    return PassageEncoder(
+    return TorchEncoder(
         model, backbone.tokenizer, max_passage_length=max_length or backbone.max_seq_length, show_progress=True
     )
 
 
 def build_candidates(
-    encoder: TorchEncoder, pairs: Sequence[Pair], docs: Sequence[CorpusDoc] | None, cache_dir: Path | None
+    encoder: TorchEncoder, pairs: Sequence[Pair], docs: Sequence[Document] | None, cache_dir: Path | None
 ) -> Candidates:
     """The corpus (if given) plus every pair passage not already in it, encoded once and cached."""
     rows: dict[str, int] = {}
@@ -108,7 +97,7 @@ def build_candidates(
         parts.append(encode_cached(encoder, texts[:corpus_texts], cache_dir, ids=ids))
     if len(texts) > corpus_texts:
         parts.append(encode_cached(encoder, texts[corpus_texts:], cache_dir))
-    return Candidates(np.concatenate(parts) if len(parts) > 1 else parts[0], rows)
+    return Candidates(np.concatenate(parts) if len(parts) > 1 else parts[0], rows, texts)
 
 
 def _examples(pairs: Sequence[Pair], candidates: Mapping[str, Candidates]) -> list[CachedExample]:
@@ -156,7 +145,7 @@ def _domain_task(
     model: DDRModel,
     loaded: Backbone,
     pairs: Sequence[Pair],
-    corpora: Mapping[str, Sequence[CorpusDoc]],
+    corpora: Mapping[str, Sequence[Document]],
     config: TrainConfig,
     cache_dir: Path | None,
     groups: list[dict[str, object]],
@@ -179,7 +168,7 @@ def _domain_task(
 
     def encoder_for(domain: str) -> TorchEncoder:
         if passage_lengths and domain in passage_lengths:
-            return PassageEncoder(
+            return TorchEncoder(
                 encoder.model,
                 encoder.tokenizer,
                 max_passage_length=passage_lengths[domain],
@@ -209,6 +198,7 @@ def _domain_task(
         config,
         router_rows=router_rows,
         routed=routed,
+        texts={d: c.texts for d, c in candidates.items()},
     )
     return task, {"train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
 
@@ -226,13 +216,35 @@ def _freeze(model: DDRModel) -> None:
         p.requires_grad_(False)
 
 
+def attach_profile(
+    model: DDRModel, backbone: Backbone, module: str, queries: Sequence[str], config: TrainConfig
+) -> None:
+    """Auto routing's profile for `module`, from its own training queries' general-module vectors
+    (ddr_search.routing): nothing of any other module goes into it, so domains stay independent."""
+    encoder = TorchEncoder(model, backbone.tokenizer, max_query_length=config.max_query_length)
+    unique = list(dict.fromkeys(queries))
+    vectors = encoder.encode_queries(unique, routing=RoutingMode.NONE).vectors
+    model.profiles[module] = calibrate(module, vectors, seed=config.seed)
+
+
+def attach_fusion(model: DDRModel, task: CachedQueryTask, module: str) -> None:
+    """Hybrid weights for `module`, chosen on its dev queries (BM25 and the routed dense encoder over the
+    same candidate passages): what search uses for every query routed to it."""
+    from ddr_search.evaluation.tuning import choose_fusion
+
+    bm25, dense, qrels = task.dev_runs(module)
+    if qrels:
+        model.fusion[module], scores = choose_fusion(bm25, dense, qrels)
+        log.info("fusion for %s: %s (dev nDCG@10 by dense weight: %s)", module, model.fusion[module], scores)
+
+
 def train_domains(
     pairs: Sequence[Pair],
     store: Path | None,
     out: Path,
     config: TrainConfig,
     *,
-    corpora: Mapping[str, Sequence[CorpusDoc]] | None = None,
+    corpora: Mapping[str, Sequence[Document]] | None = None,
     dev: Sequence[Pair] | None = None,
     backbone: Path | None = None,
     prefix_length: int | None = None,
@@ -263,6 +275,10 @@ def train_domains(
     _freeze(model)
     if passage_encoder(model, loaded).version != version:
         raise AssertionError("phase 2 changed the passage encoder")
+    for d in domains:
+        if model.domain_map[d] == [d]:
+            attach_profile(model, loaded, d, [p.query for p in pairs if p.domain == d], config)
+            attach_fusion(model, task, d)
     notes = {}
     for m in modules:
         own = next((p for d, p in result.part_best.items() if model.domain_map.get(d) == [m]), None)
@@ -279,13 +295,16 @@ def train_domain(
     config: TrainConfig,
     *,
     pairs: Sequence[Pair] | None = None,
-    corpus: Sequence[CorpusDoc] | None = None,
+    corpus: Sequence[Document] | None = None,
     backbone: Path | None = None,
     prefix_length: int | None = None,
     cache_dir: Path | None = None,
     passage_length: int | None = None,
+    dev: Sequence[Pair] | None = None,
 ) -> tuple[DDRModel, TrainResult]:
     """Add one domain: labelled pairs, or self-supervised pairs from `corpus` when no pairs are given.
+
+    `dev`: held-out pairs for early stopping (default: `config.dev_fraction` of the pairs).
 
     Only the new module and its router row train. Asserts afterwards that every other module, the
     other router rows and the passage embeddings are bit-identical to before.
@@ -320,11 +339,14 @@ def train_domain(
         cache_dir,
         groups,
         [row],
+        dev=[Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in dev or ()],
         passage_lengths={name: passage_length} if passage_length else None,
     )
     result = train(task, config)
     _freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)
+    attach_profile(model, loaded, name, [p.query for p in (*pairs, *(dev or ()))], config)
+    attach_fusion(model, task, name)
     notes = {**config.to_notes(), **result.notes(), **counts, "label_free": int(label_free)}
     save_store(model, out, notes={name: notes})
     return model, result
@@ -386,7 +408,7 @@ def train_dr_cached(
     pairs: Sequence[Pair],
     config: TrainConfig,
     *,
-    corpora: Mapping[str, Sequence[CorpusDoc]] | None = None,
+    corpora: Mapping[str, Sequence[Document]] | None = None,
     dev: Sequence[Pair] | None = None,
     backbone: Path | None = None,
     cache_dir: Path | None = None,

@@ -8,7 +8,7 @@ from a cross-entropy on the same queries' domains.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,12 +43,14 @@ class CachedQueryTask:
         *,
         routed: bool = True,
         router_rows: Sequence[int] | None = None,
+        texts: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.candidates = {
             d: torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)) for d, m in candidates.items()
         }
+        self.texts = {d: list(t) for d, t in (texts or {}).items()}
         self.train_examples = list(train)
         self.dev_examples = list(dev)
         self.groups = groups
@@ -144,3 +146,24 @@ class CachedQueryTask:
             scores.append(ndcg_at_10(matrix, [e.positives for e in examples]))
             self.last_parts[domain] = scores[-1]
         return float(np.mean(scores))
+
+    @torch.no_grad()
+    def dev_runs(self, domain: str, depth: int = 100) -> tuple[dict, dict, dict]:
+        """(BM25 runs, dense runs, qrels) of `domain`'s dev queries over its candidate passages (rows as ids)."""
+        from ddr_search.retrieval.bm25 import BM25Index
+
+        examples = [e for e in self.dev_examples if e.domain == domain]
+        if not examples or domain not in self.texts:
+            return {}, {}, {}
+        texts = self.texts[domain]
+        index = BM25Index.build([str(i) for i in range(len(texts))], texts)
+        vectors = torch.cat([self.encode(examples[i : i + 64])[0] for i in range(0, len(examples), 64)])
+        scores = vectors @ self.candidates[domain].T
+        top = torch.topk(scores, min(depth, scores.shape[1]), dim=1)
+        dense, bm25, qrels = {}, {}, {}
+        for n, (example, values, rows) in enumerate(zip(examples, top.values, top.indices, strict=True)):
+            key = f"q{n}"
+            dense[key] = [(str(int(r)), float(v)) for r, v in zip(rows, values, strict=True)]
+            bm25[key] = index.search(example.query, depth)
+            qrels[key] = {str(p): 1 for p in example.positives}
+        return bm25, dense, qrels

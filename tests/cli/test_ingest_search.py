@@ -232,3 +232,19 @@ def test_reader_streams_lazily(tmp_path):
     path.write_bytes(lines(*(json.dumps({"id": str(i), "text": "t"}) for i in range(1000))) + b"{not json\n")
     stream = read_documents(path)
     assert next(stream).id == "0"  # the bad last line is not read until the stream gets there
+
+
+@pytest.mark.slow
+def test_the_shipped_modules_route_a_health_question_and_leave_an_off_topic_one_general(demo_home, tmp_path):
+    """The main job's promise with the modules the package ships: a MedQuAD question (a test topic the
+    medical module never trained on) reaches the medical module with no domain given; a legal question
+    (there is no legal module) stays on the general module; each hit says so."""
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    assert run(home, "ingest", "--domain", "medical", str(DEMO / "medquad.jsonl")).exit_code == 0
+    health = json.loads(run(home, "search", "How to diagnose Diabetic Kidney Disease ?", "--json", "--k", "3").stdout)
+    assert health[0]["routing"] == {"medical": 1.0}
+    answers = {"medquad-NIDDK_0000033_0000033-7", "medquad-NIDDK_0000033_0000033-8"}  # MedQuAD's two answers
+    assert {h["id"] for h in health[:2]} == answers
+    legal = json.loads(run(home, "search", "time limit to sue for fraud", "--json", "--k", "3").stdout)
+    assert all(hit["routing"] == {} for hit in legal) and legal[0]["id"] == "legal-001"

@@ -191,3 +191,31 @@ def test_a_bad_filter_is_one_clear_error() -> None:
         with pytest.raises(InputError, match=message):
             parse_filters(spec)
     assert {c.key for c in parse_filters({"source.site": "x"})} == {"source.site"}
+
+
+def test_hybrid_uses_the_fusion_tuned_for_the_routed_module(contract: Contract) -> None:
+    """A module's stored fusion weights (chosen on its dev queries) are what search fuses with; a query
+    routed to no module uses the general module's; weights the user set win over both."""
+    from ddr_search.fusion import FusionConfig, fuse
+
+    tuned = {"legal": FusionConfig(weights=(0.9, 0.1)), "general": FusionConfig(weights=(0.2, 0.8))}
+    encoder = HashEncoder(fusion=tuned)
+    backend = loaded(contract)
+    text = "fraud vitamin statute"
+    vector = encoder.encode_queries([text]).vectors[0]
+    bm25 = backend.bm25_search(text, 100)
+    dense = backend.dense_search(vector, 100)
+    for domain, expected, settings in (
+        ("legal", tuned["legal"], SearchSettings()),
+        (None, tuned["general"], SearchSettings()),
+        (None, FusionConfig(weights=(0.6, 0.4)), SearchSettings(combination_weights=(0.6, 0.4))),
+    ):
+        hits = search(text, backend=backend, encoder=encoder, settings=settings, domain=domain, k=6)
+        if domain is not None:
+            bm25_d = backend.bm25_search(text, 100, domain=domain)
+            dense_d = backend.dense_search(vector, 100, domain=domain)
+            reference = fuse([bm25_d, dense_d], expected, k=6)
+        else:
+            reference = fuse([bm25, dense], expected, k=6)
+        assert [h.id for h in hits] == [f.id for f in reference], (domain, expected)
+        assert [h.score for h in hits] == pytest.approx([f.score for f in reference], abs=1e-4)

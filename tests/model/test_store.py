@@ -99,3 +99,18 @@ def test_corrupt_module_file_is_refused(saved_store):
 def test_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(ModuleStoreError, match="is not a module store"):
         load_store(tmp_path, load_backbone())
+
+
+def test_a_store_saved_to_a_new_folder_keeps_every_module_history(saved_store, tmp_path):
+    """Each shipped store is the previous one plus a module, written to a new folder: the modules it
+    carries over keep their versions and training notes (they were lost before)."""
+    _, source = saved_store
+    save_store(load_store(source, load_backbone()), source, notes={"legal": {"dev_after": 0.5}})
+    model = load_store(source, load_backbone())
+    perturb(model.add_domain_module("tech"), seed=5)
+    save_store(model, tmp_path / "next", notes={"tech": {"dev_after": 0.7}})
+    carried, fresh = read_manifest(source), read_manifest(tmp_path / "next")
+    assert fresh.modules["legal"].notes == {"dev_after": 0.5} == carried.modules["legal"].notes
+    for name in ("general", "legal", "medical"):
+        assert fresh.modules[name].version == carried.modules[name].version
+    assert fresh.modules["tech"].notes == {"dev_after": 0.7} and fresh.modules["tech"].version == 1

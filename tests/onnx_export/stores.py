@@ -33,7 +33,8 @@ def build_store(path: Path, seed: int = 0) -> Path:
     from ddr_search.model.ddr import DDRModel
     from ddr_search.model.store import save_store
 
-    model = DDRModel(load_backbone(), prefix_length=PREFIX_LENGTH)
+    backbone = load_backbone()
+    model = DDRModel(backbone, prefix_length=PREFIX_LENGTH)
     perturb(model.add_general(seed=seed), seed, gate=0.2, noise=0.1)
     for offset, (name, domains) in enumerate(MODULES.items(), start=1):
         module = model.add_domain_module(name, domains)
@@ -44,8 +45,27 @@ def build_store(path: Path, seed: int = 0) -> Path:
     generator = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
         model.router.weight.copy_(torch.randn(model.router.weight.shape, generator=generator))
+    add_profiles(model, backbone.tokenizer)
     save_store(model, path)
     return path
+
+
+PROFILE_QUERIES = {
+    "legal": ["statute of limitations for fraud", "breach of contract damages", "court appeal deadline"],
+    "bio": ["vitamin d and fractures", "macrophages in the lung", "bone density in older adults"],
+}
+
+
+def add_profiles(model, tokenizer) -> None:
+    """Auto routing profiles from a few topical queries: legal and medical texts route, others do not."""
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.routing import calibrate
+    from ddr_search.types import RoutingMode
+
+    encoder = TorchEncoder(model.eval(), tokenizer)
+    for name, queries in PROFILE_QUERIES.items():
+        vectors = encoder.encode_queries(queries, routing=RoutingMode.NONE).vectors
+        model.profiles[name] = calibrate(name, vectors, quantile=0.0, neighbours=2)
 
 
 def tiny_store(backbone_dir: Path, path: Path, seed: int) -> Path:

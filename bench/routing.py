@@ -1,0 +1,215 @@
+"""Routing designs compared on dev queries: which module does each query reach? (issue 10, item 1)
+
+    python bench/routing.py            # writes bench/reports/routing.{json,md}
+
+A router must send a domain's queries to its module and every other query to the general module alone.
+Compared, on the frozen encoder's query embeddings (the general module is an exact no-op):
+
+- learned: the paper's softmax router (the shipped store's rows); it cannot abstain by construction.
+- centroid: cosine to the mean of a domain's training queries, a threshold per domain.
+- knn: mean cosine to the m nearest training queries of a domain, a threshold per domain.
+- centroid-emb: centroid on the router's cheap features (mean of the embedding layer) instead.
+
+Thresholds are calibrated per domain from that domain's training queries alone (leave-one-out scores,
+the `quantile` lowest accepted), so adding a domain never moves another domain's threshold. `quantile`
+is chosen on dev data: in-domain dev queries (SciFact 20% of train, NFCorpus dev, MedQuAD dev +
+LiveQA-Med held out, PubMedQA 20% of train) and the WikiQA train questions as out-of-domain queries.
+The zero-shot collections (CACM, Cranfield, ADI, WikiQA test) are reported, never tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import BEIR, REPORTS, SHARED_DATA, machine
+
+QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+ZERO_SHOT = ("cacm", "cranfield", "adi", "wikiqa-test")
+
+
+def held_out(key: str, fraction: float) -> bool:
+    """A stable split by id (md5), so every run and every method holds out the same queries."""
+    return int(hashlib.md5(key.encode()).hexdigest(), 16) % 1000 < fraction * 1000
+
+
+def beir_queries(name: str, split: str) -> dict[str, str]:
+    from ddr_search.data.beir import read_qrels, read_queries
+
+    queries = read_queries(BEIR / name / "queries.jsonl")
+    qrels = read_qrels(BEIR / name / "qrels" / f"{split}.tsv", queries=queries)
+    return {q: queries[q] for q in qrels}
+
+
+def jsonl_queries(path: Path) -> dict[str, str]:
+    return {f"{path.stem}-{i}": json.loads(line)["query"] for i, line in enumerate(path.open()) if line.strip()}
+
+
+def query_sets() -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """(profile queries per domain, dev queries per domain, out-of-domain queries per set)."""
+    scifact = beir_queries("scifact", "train")
+    pubmed = beir_queries("pubmedqa", "train")
+    liveqa = jsonl_queries(SHARED_DATA / "train" / "liveqa-med" / "pairs.jsonl")
+    medquad = beir_queries("medquad", "train")
+    profile = {
+        "scifact": {q: t for q, t in scifact.items() if not held_out(q, 0.2)},
+        "nfcorpus": beir_queries("nfcorpus", "train"),
+        "medical": {**medquad, **{q: t for q, t in liveqa.items() if not held_out(q, 0.2)}},
+        "pubmedqa": {q: t for q, t in pubmed.items() if not held_out(q, 0.2)},
+    }
+    dev = {
+        "scifact": {q: t for q, t in scifact.items() if held_out(q, 0.2)},
+        "nfcorpus": beir_queries("nfcorpus", "dev"),
+        "medical": {**beir_queries("medquad", "dev"), **{q: t for q, t in liveqa.items() if held_out(q, 0.2)}},
+        "pubmedqa": {q: t for q, t in pubmed.items() if held_out(q, 0.2)},
+    }
+    outside = {
+        "wikiqa-train": jsonl_queries(SHARED_DATA / "train" / "wikiqa" / "train.jsonl"),
+        "wikiqa-test": jsonl_queries(SHARED_DATA / "train" / "wikiqa" / "test.jsonl"),
+        **{name: beir_queries(name, "test") for name in ("cacm", "cranfield", "adi")},
+    }
+    return profile, dev, outside
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=Path, default=REPORTS)
+    parser.add_argument("--profile-size", type=int, default=1024, help="training queries kept per domain")
+    parser.add_argument("--neighbours", type=int, default=8)
+    args = parser.parse_args()
+
+    import torch
+
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.routing import calibrate, choose_domains, profile_scores
+    from ddr_search.types import RoutingMode
+
+    torch.set_num_threads(2)
+    profile_q, dev_q, outside_q = query_sets()
+    frozen = TorchEncoder.load(None)
+    start = time.perf_counter()
+
+    def embed(texts: dict[str, str]) -> np.ndarray:
+        return frozen.encode_queries(list(texts.values()), routing=RoutingMode.NONE).vectors
+
+    @torch.inference_mode()
+    def cheap(texts: dict[str, str]) -> np.ndarray:
+        batch = frozen.tokenize(list(texts.values()), frozen.max_query_length)
+        feats = frozen.model.router_features(batch["input_ids"], batch["attention_mask"]).numpy()
+        return feats / np.linalg.norm(feats, axis=1, keepdims=True)
+
+    rng = np.random.default_rng(0)
+
+    def sample(texts: dict[str, str]) -> dict[str, str]:
+        keys = sorted(texts)
+        if len(keys) > args.profile_size:
+            keys = sorted(rng.choice(keys, args.profile_size, replace=False).tolist())
+        return {k: texts[k] for k in keys}
+
+    profile_q = {d: sample(t) for d, t in profile_q.items()}
+    features = {"frozen": embed, "emb": cheap}
+    vectors: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for feature, fn in features.items():
+        vectors[feature] = {
+            "profile": {d: fn(t) for d, t in profile_q.items()},
+            "dev": {d: fn(t) for d, t in dev_q.items()},
+            "outside": {d: fn(t) for d, t in outside_q.items()},
+        }
+    embed_seconds = time.perf_counter() - start
+
+    designs = {"centroid": ("frozen", "centroid"), "knn": ("frozen", "knn"), "centroid-emb": ("emb", "centroid")}
+    results: dict[str, dict[str, object]] = {}
+    for design, (feature, method) in designs.items():
+        v = vectors[feature]
+        for quantile in QUANTILES:
+            profiles = [
+                calibrate(d, v["profile"][d], method=method, quantile=quantile, neighbours=args.neighbours)
+                for d in profile_q
+            ]
+            row: dict[str, object] = {}
+            for d, dev in v["dev"].items():
+                chosen = choose_domains(profile_scores(dev, profiles), profiles)
+                row[d] = float(np.mean([c == d for c in chosen]))
+            for name, queries in v["outside"].items():
+                chosen = choose_domains(profile_scores(queries, profiles), profiles)
+                row[name] = float(np.mean([c is None for c in chosen]))
+            results[f"{design} q={quantile}"] = row
+            print(f"{design:<13} q={quantile:<5} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
+    results["learned (shipped router)"] = learned_router(frozen, dev_q, outside_q)
+    report = {
+        "machine": machine("torch"),
+        "profile_size": args.profile_size,
+        "neighbours": args.neighbours,
+        "queries": {
+            "profile": {d: len(t) for d, t in profile_q.items()},
+            "dev": {d: len(t) for d, t in dev_q.items()},
+            "outside": {d: len(t) for d, t in outside_q.items()},
+        },
+        "embed_seconds": round(embed_seconds, 1),
+        "results": results,
+    }
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / "routing.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.reports / "routing.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def learned_router(frozen, dev_q, outside_q) -> dict[str, object]:
+    """The shipped softmax router (rows: nfcorpus, scifact): the top row is where a query goes."""
+    import torch
+
+    from ddr_search.factory import PRETRAINED_DIR
+    from ddr_search.model.encoder import TorchEncoder
+
+    store = TorchEncoder.load(PRETRAINED_DIR)
+    names = store.model.module_names
+    row: dict[str, object] = {}
+
+    @torch.inference_mode()
+    def top(texts: dict[str, str]) -> list[str]:
+        batch = store.tokenize(list(texts.values()), store.max_query_length)
+        logits = store.model.router(store.model.router_features(batch["input_ids"], batch["attention_mask"]))
+        return [names[i] for i in logits.argmax(-1).tolist()]
+
+    for d, texts in dev_q.items():
+        row[d] = float(np.mean([c == d for c in top(texts)])) if d in names else None
+    for name in outside_q:
+        row[name] = 0.0  # a softmax over domain rows never abstains
+    return row
+
+
+def markdown(report: dict) -> str:
+    results = report["results"]
+    columns = list(next(iter(results.values())).keys())
+    lines = [
+        "# Routing: which module does a dev query reach? (frozen query embeddings)",
+        "",
+        "Reproduce: `python bench/routing.py`. In-domain columns: share of a domain's dev queries routed to its",
+        "own module. Out-of-domain columns: share routed to the general module alone. `q` = the share of a",
+        "domain's own training queries (leave-one-out) allowed below its threshold.",
+        "",
+        "| design | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, row in results.items():
+        cells = ["-" if row[c] is None else f"{row[c]:.3f}" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    counts = report["queries"]
+    lines += [
+        "",
+        f"Queries: profile {counts['profile']}, dev {counts['dev']}, outside {counts['outside']}.",
+        f"Profile size {report['profile_size']}, neighbours {report['neighbours']}; "
+        f"embedding all queries took {report['embed_seconds']} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Similarity routing that can abstain: which domain module (if any) a query belongs to.
+
+Each domain module carries a profile built from its own training queries' general-module embeddings and
+a threshold calibrated on those queries alone. A query goes to the accepted domain with the largest
+margin over its threshold, or to the general module alone when no domain accepts it. Because every
+domain's score and threshold depend on that domain only, adding, retraining or removing a module changes
+nothing for queries that do not route to it (docs/routing.md). numpy only: the ONNX query path uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ddr_search.errors import InputError, ModuleStoreError
+
+PROFILES_DIR = "profiles"
+DEFAULT_QUANTILE = 0.05  # chosen on dev data: bench/reports/routing.md, docs/routing.md
+DEFAULT_NEIGHBOURS = 8
+PROFILE_SIZE = 1024  # training queries kept per profile (fp16 on disk: 0.8 MB for 384 dimensions)
+
+Matrix = NDArray[np.float32]
+
+
+class ProfileMethod(StrEnum):
+    CENTROID = "centroid"  # cosine to the mean training query
+    KNN = "knn"  # mean cosine to the `neighbours` nearest training queries
+
+
+@dataclass(frozen=True, slots=True)
+class DomainProfile:
+    """What routing knows of one domain module: representative query vectors and its threshold."""
+
+    module: str
+    vectors: Matrix  # [n, dim], unit rows (one row, the normalised centroid, for CENTROID)
+    threshold: float
+    method: ProfileMethod = ProfileMethod.KNN
+    neighbours: int = DEFAULT_NEIGHBOURS
+
+    def scores(self, queries: Matrix) -> NDArray[np.float32]:
+        """[B] similarity of each (unit) query vector to this domain."""
+        sims = queries @ self.vectors.T
+        if self.method is ProfileMethod.CENTROID:
+            return sims[:, 0].astype(np.float32)
+        m = min(self.neighbours, sims.shape[1])
+        top = np.partition(sims, sims.shape[1] - m, axis=1)[:, -m:]
+        return top.mean(axis=1).astype(np.float32)
+
+
+def _unit(vectors: Matrix) -> Matrix:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def leave_one_out_scores(vectors: Matrix, method: ProfileMethod, neighbours: int) -> NDArray[np.float32]:
+    """Each training query's score against the profile built from the others: an honest in-domain sample."""
+    unit = _unit(vectors)
+    n = unit.shape[0]
+    if n < 2:
+        raise InputError(f"a routing profile needs at least 2 training queries, got {n}")
+    if method is ProfileMethod.CENTROID:
+        total = unit.sum(axis=0)
+        others = _unit((total[None, :] - unit) / (n - 1))
+        return np.einsum("nd,nd->n", unit, others).astype(np.float32)
+    out = np.empty(n, dtype=np.float32)
+    m = min(neighbours, n - 1)
+    for start in range(0, n, 1024):
+        sims = unit[start : start + 1024] @ unit.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = -np.inf
+        out[start : start + 1024] = np.partition(sims, n - m, axis=1)[:, -m:].mean(axis=1)
+    return out
+
+
+def calibrate(
+    module: str,
+    vectors: Matrix,
+    *,
+    method: ProfileMethod | str = ProfileMethod.KNN,
+    quantile: float = DEFAULT_QUANTILE,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    limit: int | None = PROFILE_SIZE,
+    seed: int = 0,
+) -> DomainProfile:
+    """A profile from a domain's training-query vectors; the threshold lets `quantile` of them fall below.
+
+    More than `limit` vectors are sampled down (seeded) first: routing cost and disk stay bounded.
+    The stored vectors are rounded to float16 before calibrating, so the threshold fits what is loaded.
+    """
+    method = ProfileMethod(method)
+    if not 0.0 <= quantile < 1.0:
+        raise InputError(f"routing quantile must be in [0, 1), got {quantile}")
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if limit is not None and vectors.shape[0] > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], limit, replace=False))
+        vectors = vectors[rows]
+    unit = _unit(vectors).astype(np.float16).astype(np.float32)
+    loo = leave_one_out_scores(unit, method, neighbours)
+    threshold = float(np.quantile(loo, quantile)) if quantile > 0 else float(loo.min())
+    kept = _unit(unit.mean(axis=0, keepdims=True)) if method is ProfileMethod.CENTROID else unit
+    kept = kept.astype(np.float16).astype(np.float32)
+    return DomainProfile(module, kept, threshold, method, neighbours)
+
+
+def profile_scores(queries: Matrix, profiles: Sequence[DomainProfile]) -> NDArray[np.float32]:
+    """[B, N] margin of each query over each domain's threshold (>= 0: the domain accepts it)."""
+    if not profiles:
+        return np.zeros((queries.shape[0], 0), dtype=np.float32)
+    unit = _unit(queries)
+    return np.stack([p.scores(unit) - np.float32(p.threshold) for p in profiles], axis=1)
+
+
+def choose_domains(margins: NDArray[np.float32], profiles: Sequence[DomainProfile]) -> list[str | None]:
+    """Per query: the module whose margin is largest among those >= 0, or None (the general module)."""
+    if not profiles:
+        return [None] * margins.shape[0]
+    best = margins.argmax(axis=1)
+    return [profiles[b].module if margins[row, b] >= 0 else None for row, b in enumerate(best)]
+
+
+def route(general_vectors: Matrix, profiles: Sequence[DomainProfile]) -> list[str | None]:
+    """The auto routing rule every encoder applies to its general-module query vectors."""
+    return choose_domains(profile_scores(general_vectors, profiles), profiles)
+
+
+# -- on disk: <store>/profiles/<module>.safetensors, described by ModuleRecord.routing -----------------
+def write_profile(directory: Path, profile: DomainProfile) -> dict[str, str | int | float]:
+    """Write one profile's vectors (float16); returns what the manifest records about it."""
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    file = directory / f"{profile.module}.safetensors"
+    save_file({"vectors": profile.vectors.astype(np.float16)}, str(file))
+    return {
+        "method": profile.method.value,
+        "neighbours": profile.neighbours,
+        "threshold": profile.threshold,
+        "queries": int(profile.vectors.shape[0]),
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+    }
+
+
+def read_profile(directory: Path, module: str, record: Mapping[str, str | int | float]) -> DomainProfile:
+    """Load one profile, checking its file against the manifest's checksum. Raises ModuleStoreError."""
+    from safetensors.numpy import load_file
+
+    file = directory / f"{module}.safetensors"
+    if not file.exists():
+        raise ModuleStoreError(f"{file} is listed in the manifest but missing")
+    if hashlib.sha256(file.read_bytes()).hexdigest() != record["sha256"]:
+        raise ModuleStoreError(f"{file} does not match its manifest checksum")
+    vectors = load_file(str(file))["vectors"].astype(np.float32)
+    return DomainProfile(
+        module, vectors, float(record["threshold"]), ProfileMethod(str(record["method"])), int(record["neighbours"])
+    )

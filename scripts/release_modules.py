@@ -1,0 +1,193 @@
+"""Train the module store the package ships (ddr_search/pretrained), from ../shared/data, on CPU.
+
+    .venv/bin/python scripts/release_modules.py            # trains under .ddr/release, prints a summary
+    .venv/bin/python scripts/release_modules.py --ship     # ... then replaces ddr_search/pretrained
+
+Recipe (docs/routing.md, docs/training.md): a general module that is the exact no-op, then one domain
+module at a time with `train_domain` on top of it. Each module sees only its own data, and its routing
+profile is calibrated on its own training queries, so any module can be retrained or dropped alone.
+Every choice (learning rate, epochs, checkpoint) is made on train/dev splits; no test query is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAINED = REPO / "ddr_search" / "pretrained"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One shipped domain module: where its data lives and how it trains."""
+
+    name: str
+    beir: str  # folder under <data>/beir: the corpus and the train (and dev) qrels
+    lr: float
+    epochs: int
+    passage_length: int
+    dev_split: str | None = None  # a BEIR dev split; None = 10% of the train queries
+    extra_pairs: str | None = None  # more training pairs (JSONL, ddr_search.training.pairs) under <data>
+
+
+RECIPES = (
+    # SciFact: 809 train queries, 23 steps an epoch; early stopping (patience 2) keeps the best epoch
+    Recipe("scifact", "scifact", lr=5e-3, epochs=12, passage_length=256),
+    # NFCorpus: ~43 positives per query; lr 2e-2 with the listwise loss won a dev-only search (docs/training.md)
+    Recipe("nfcorpus", "nfcorpus", lr=2e-2, epochs=4, passage_length=128, dev_split="dev"),
+    Recipe(
+        "medical",
+        "medquad",
+        lr=5e-3,
+        epochs=2,
+        passage_length=128,
+        dev_split="dev",
+        extra_pairs="train/liveqa-med/pairs.jsonl",
+    ),
+)
+
+
+def config(recipe: Recipe, limit: int | None):
+    from ddr_search.training.config import TrainConfig
+
+    cfg = TrainConfig(epochs=1 if limit else recipe.epochs, batch_size=32, patience=2, max_query_length=64)
+    cfg.lr["domain"] = recipe.lr
+    cfg.show_progress = sys.stderr.isatty()
+    return cfg
+
+
+def data_for(recipe: Recipe, data: Path, limit: int | None):
+    """(train pairs, dev pairs or None, corpus); `limit` keeps a small slice (tests)."""
+    from ddr_search.training.beir_pairs import pairs_from_beir
+    from ddr_search.training.corpus import read_corpus
+    from ddr_search.training.pairs import read_pairs
+
+    folder = data / "beir" / recipe.beir
+    train = pairs_from_beir(folder, "train", domain=recipe.name)
+    dev = pairs_from_beir(folder, recipe.dev_split, domain=recipe.name) if recipe.dev_split else None
+    if recipe.extra_pairs:
+        train += read_pairs(data / recipe.extra_pairs)[: limit or None]
+    corpus = read_corpus(folder / "corpus.jsonl")
+    if limit:
+        train, dev = train[:limit], (dev[: max(4, limit // 4)] if dev else None)
+        wanted = {p.id for pair in (*train, *(dev or ())) for p in pair.positives if p.id}
+        corpus = [d for d in corpus if d.id in wanted] + [d for d in corpus if d.id not in wanted][: 4 * limit]
+    return train, dev, corpus
+
+
+def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path | None = None) -> dict[str, dict]:
+    """Train every recipe in turn into `work/<name>` (each store = the previous + one module)."""
+    from ddr_search.model.backbone import load_backbone
+    from ddr_search.model.ddr import DDRModel
+    from ddr_search.model.store import save_store
+    from ddr_search.training import api
+
+    work.mkdir(parents=True, exist_ok=True)
+    store = work / "base"
+    model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH)
+    model.add_general(seed=0)  # gates at zero: the exact no-op (MODEL_CARD.md says why it is not trained)
+    save_store(model, store, notes={"general": {"trained": 0, "note": "exact no-op: gates at zero"}})
+    summary: dict[str, dict] = {}
+    for recipe in RECIPES:
+        train, dev, corpus = data_for(recipe, data, limit)
+        out = work / recipe.name
+        _, result = api.train_domain(
+            recipe.name,
+            store,
+            out,
+            config(recipe, limit),
+            pairs=train,
+            dev=dev,
+            corpus=corpus,
+            cache_dir=cache_dir,
+            passage_length=recipe.passage_length,
+        )
+        summary[recipe.name] = {
+            "passage_length": recipe.passage_length,
+            "train_pairs": len(train),
+            "dev_pairs": len(dev) if dev else None,
+            "dev_before": round(result.baseline_dev, 4),
+            "dev_after": round(result.best_dev, 4),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+        }
+        print(f"[release] {recipe.name}: {json.dumps(summary[recipe.name])}", flush=True)
+        store = out
+    summary["general"] = general_fusion(store, data, limit, cache_dir)
+    (work / "release.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+GENERAL_SETS = ("cacm", "cranfield", "adi")  # zero-shot collections, plus WikiQA's train questions
+
+
+def general_fusion(store: Path, data: Path, limit: int | None, cache_dir: Path | None) -> dict:
+    """The general module's hybrid weights (queries no domain accepts), chosen on collections unlike any
+    training set, and saved into `store`."""
+    from ddr_search.data.beir import load_beir
+    from ddr_search.evaluation.harness import bm25_runs, default_cache_dir, dense_runs
+    from ddr_search.evaluation.tuning import choose_shared_fusion
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.model.store import save_store
+    from ddr_search.training.beir_pairs import pairs_as_beir
+    from ddr_search.training.pairs import read_pairs
+    from ddr_search.types import RoutingMode
+
+    model = TorchEncoder.load(store).model
+    general = model.general
+    assert general is None or not bool(general.gates.any()), "the general module is not the exact no-op"
+    frozen = TorchEncoder.load(None)  # = the store's general module alone, and its passages are cached
+    sets = {name: load_beir(data / "beir" / name, "test") for name in GENERAL_SETS}
+    sets["wikiqa-train"] = pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl"))
+    runs = {}
+    for name, (corpus, queries, qrels) in sets.items():
+        if limit:
+            queries = dict(list(queries.items())[:limit])
+            qrels = {q: qrels[q] for q in queries}
+            judged = {d for q in qrels.values() for d in q}
+            corpus = {d: t for d, t in corpus.items() if d in judged} | dict(list(corpus.items())[: 4 * limit])
+        lexical, _ = bm25_runs(corpus, queries)
+        dense, _, _ = dense_runs(
+            corpus, queries, frozen, routing=RoutingMode.NONE, cache_dir=cache_dir or default_cache_dir()
+        )
+        runs[name] = (lexical, dense, qrels)
+    config, scores = choose_shared_fusion(runs)
+    model.fusion["general"] = config
+    save_store(model, store)
+    print(f"[release] general fusion {config.to_record()}", flush=True)
+    return {"fusion": config.to_record(), "dev_ndcg_by_dense_weight": scores}
+
+
+def ship(store: Path) -> None:
+    """Replace the packaged store (the model card stays: it is written by hand)."""
+    for item in PRETRAINED.iterdir():
+        if item.name != "MODEL_CARD.md":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    for item in store.iterdir():
+        target = PRETRAINED / item.name
+        shutil.copytree(item, target) if item.is_dir() else shutil.copyfile(item, target)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = Path(os.environ.get("DDR_SHARED_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=default_data)
+    parser.add_argument("--work", type=Path, default=REPO / ".ddr" / "release")
+    parser.add_argument("--limit", type=int, default=None, help="train on a small slice (a smoke test)")
+    parser.add_argument("--ship", action="store_true", help="copy the final store into ddr_search/pretrained")
+    args = parser.parse_args()
+    release(args.data, args.work, limit=args.limit)
+    if args.ship:
+        ship(args.work / RECIPES[-1].name)
+        print(f"shipped {args.work / RECIPES[-1].name} -> {PRETRAINED}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

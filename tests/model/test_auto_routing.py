@@ -1,0 +1,167 @@
+"""Auto routing (issue 10): a query no domain accepts is the general module alone, bit for bit, and
+adding or removing a module changes nothing for the queries that do not route to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ddr_search.errors import ModuleStoreError
+from ddr_search.model.backbone import load_backbone
+from ddr_search.model.ddr import DDRModel
+from ddr_search.model.encoder import TorchEncoder
+from ddr_search.model.store import load_store, save_store
+from ddr_search.routing import PROFILES_DIR, ProfileMethod, calibrate, leave_one_out_scores
+from ddr_search.types import RoutingMode
+
+LEGAL = [
+    "statute of limitations for breach of contract claims",
+    "can a landlord keep my security deposit for normal wear",
+    "how to file a small claims lawsuit against a contractor",
+    "is a verbal agreement legally binding in court",
+    "what damages can I sue for after wrongful termination",
+    "how long does probate take when there is no will",
+    "tenant rights when the lease is broken early",
+    "appeal a judgment after the deadline passed",
+]
+COOKING = [
+    "how long to roast a whole chicken at 200 degrees",
+    "substitute for buttermilk in pancake batter",
+    "why does my bread dough not rise overnight",
+    "best way to caramelise onions without burning them",
+    "how much salt to brine a pork shoulder",
+    "can you freeze cooked rice and reheat it safely",
+    "what oil is best for deep frying fish",
+    "how to keep pasta from sticking while boiling",
+]
+ASTRONOMY = [
+    "how far away is the andromeda galaxy in light years",
+    "why does the moon always show the same face to earth",
+    "what causes a total solar eclipse",
+    "how are neutron stars formed after a supernova",
+    "what is the temperature on the surface of venus",
+    "how many moons does jupiter have",
+    "what is a black hole event horizon",
+    "how do astronomers measure the distance to stars",
+]
+OFF_TOPIC = ["who painted the mona lisa", "football world cup winners list", "how to change a car tyre"]
+
+
+def _perturb(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        module.gates.fill_(0.3)
+        for tensor in (module.keys, module.values):
+            tensor.add_(0.3 * torch.randn(tensor.shape, generator=generator))
+
+
+def _with_domain(model: DDRModel, tokenizer, name: str, queries: list[str], seed: int) -> None:
+    """A trained-looking module plus its profile, built from its queries' general-module vectors."""
+    general = TorchEncoder(model.eval(), tokenizer).encode_queries(queries, routing=RoutingMode.NONE)
+    module = model.add_domain_module(name)
+    module.keys.data.copy_(model.general.keys.roll(seed, dims=1))
+    module.values.data.copy_(model.general.values.roll(seed, dims=1))
+    _perturb(module, seed)
+    model.profiles[name] = calibrate(name, general.vectors, quantile=0.25, neighbours=3)
+
+
+@pytest.fixture()
+def model(fresh_backbone) -> DDRModel:
+    model = DDRModel(fresh_backbone, prefix_length=4)
+    _perturb(model.add_general(), 0)  # a general module that matters: "alone" must still mean general
+    _with_domain(model, fresh_backbone.tokenizer, "legal", LEGAL, 1)
+    _with_domain(model, fresh_backbone.tokenizer, "cooking", COOKING, 2)
+    return model.eval()
+
+
+def encode(model: DDRModel, tokenizer, texts: list[str], routing: RoutingMode = RoutingMode.AUTO):
+    return TorchEncoder(model, tokenizer).encode_queries(texts, routing=routing)
+
+
+QUERIES = [
+    "my landlord refuses to return the deposit, can I sue",
+    "how long should I knead bread dough",
+    "what is the distance from earth to mars",
+    *OFF_TOPIC,
+]
+
+
+def test_in_domain_queries_reach_their_module_and_others_stay_general(model, fresh_backbone):
+    weights = encode(model, fresh_backbone.tokenizer, QUERIES).weights
+    assert weights[0] == {"legal": 1.0}
+    assert weights[1] == {"cooking": 1.0}
+    assert weights[2:] == [{}] * 4  # astronomy and off-topic: the general module alone
+
+
+def test_a_query_no_domain_accepts_is_the_general_module_alone_bit_for_bit(model, fresh_backbone):
+    auto = encode(model, fresh_backbone.tokenizer, QUERIES)
+    alone = encode(model, fresh_backbone.tokenizer, QUERIES, RoutingMode.NONE)
+    for row, weights in enumerate(auto.weights):
+        same = np.array_equal(auto.vectors[row], alone.vectors[row])
+        assert same == (not weights), (row, weights)
+
+
+def test_a_routed_query_is_encoded_as_prior_routing_to_that_domain(model, fresh_backbone):
+    auto = encode(model, fresh_backbone.tokenizer, QUERIES[:1])
+    prior = TorchEncoder(model, fresh_backbone.tokenizer).encode_queries(QUERIES[:1], domain="legal")
+    np.testing.assert_allclose(auto.vectors, prior.vectors, atol=1e-6)
+
+
+def test_adding_and_removing_a_domain_leaves_other_queries_bit_identical(model, fresh_backbone, tmp_path):
+    tokenizer = fresh_backbone.tokenizer
+    before = encode(model, tokenizer, QUERIES)
+    _with_domain(model, tokenizer, "astronomy", ASTRONOMY, 3)
+    after = encode(model, tokenizer, QUERIES)
+    assert after.weights[2] == {"astronomy": 1.0}  # the new module takes its own query ...
+    for row in (0, 1, 3, 4, 5):  # ... and nothing else moves, not even in the last bit
+        assert after.weights[row] == before.weights[row]
+        assert np.array_equal(after.vectors[row], before.vectors[row])
+    save_store(model, tmp_path / "store")
+    reloaded = load_store(tmp_path / "store", load_backbone())  # a backbone of its own (store rewires it)
+    assert np.array_equal(encode(reloaded, tokenizer, QUERIES).vectors, after.vectors)
+    reloaded.remove_domain_module("astronomy")
+    assert np.array_equal(encode(reloaded, tokenizer, QUERIES).vectors, before.vectors)
+
+
+def test_profiles_round_trip_and_a_tampered_profile_is_refused(model, fresh_backbone, tmp_path):
+    store = tmp_path / "store"
+    save_store(model, store)
+    loaded = load_store(store, load_backbone())
+    for name, profile in model.profiles.items():
+        assert np.array_equal(loaded.profiles[name].vectors, profile.vectors)
+        assert loaded.profiles[name].threshold == profile.threshold
+    file = store / PROFILES_DIR / "legal.safetensors"
+    file.write_bytes(file.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ModuleStoreError, match=r"legal\.safetensors does not match its manifest checksum"):
+        load_store(store, load_backbone())
+
+
+@pytest.mark.parametrize("method", list(ProfileMethod))
+def test_the_threshold_lets_the_chosen_share_of_training_queries_fall_below(method):
+    vectors = np.random.default_rng(0).normal(size=(400, 16)).astype(np.float32) + 2.0
+    profile = calibrate("x", vectors, method=method, quantile=0.1, neighbours=5)
+    below = leave_one_out_scores(vectors, method, 5) < profile.threshold
+    assert below.mean() == pytest.approx(0.1, abs=0.02)  # stored vectors are float16-rounded
+
+
+def test_threads_encoding_at_once_each_see_their_own_prefixes(model, fresh_backbone):
+    """The prefix slot is per thread: a query thread routed to a module and one on the general module
+    alone, running together, get what each gets alone (a shared slot mixed them up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = TorchEncoder(model, fresh_backbone.tokenizer)
+    alone = {
+        "legal": encoder.encode_queries(QUERIES, domain="legal").vectors,
+        "none": encoder.encode_queries(QUERIES, routing=RoutingMode.NONE).vectors,
+    }
+
+    def run(kind: str) -> list[np.ndarray]:
+        options = {"domain": "legal"} if kind == "legal" else {"routing": RoutingMode.NONE}
+        return [encoder.encode_queries(QUERIES, **options).vectors for _ in range(6)]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(("legal", "none"), pool.map(run, ("legal", "none")), strict=True))
+    for kind, runs in results.items():
+        for vectors in runs:
+            np.testing.assert_allclose(vectors, alone[kind], atol=1e-6)
