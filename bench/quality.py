@@ -72,7 +72,7 @@ class Dense:
 def train_dr(work: Path, cache_dir: Path):
     """DR on the union of the modules' training pairs (one model, as a user fine-tuning one encoder would)."""
     from ddr_search.model.backbone import load_backbone
-    from ddr_search.training import api
+    from ddr_search.training import dr
     from ddr_search.training.beir_pairs import pairs_from_beir
     from ddr_search.training.config import TrainConfig
     from ddr_search.training.corpus import read_corpus
@@ -93,10 +93,10 @@ def train_dr(work: Path, cache_dir: Path):
     config = TrainConfig(epochs=1, batch_size=32, patience=2, max_query_length=64, loss="listwise")
     config.lr.update(backbone=2e-5)
     config.show_progress = sys.stderr.isatty()
-    model, result = api.train_dr_cached(
+    model, result = dr.train_dr_cached(
         pairs, config, corpora=corpora, dev=dev, cache_dir=cache_dir, passage_lengths={"nfcorpus": 128, "medical": 128}
     )
-    api.save_backbone(model, load_backbone(), out)
+    dr.save_backbone(model, load_backbone(), out)
     notes = {"pairs": len(pairs), "seconds": round(result.seconds, 1), "steps": result.steps}
     (work / "dr-union.json").write_text(json.dumps(notes))
     return out, notes

@@ -211,7 +211,7 @@ def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, **opts) -
 @training_options
 def train_dr_cmd(pairs_files, out, **opts) -> None:
     """Baseline: full fine-tuning of the backbone on the pairs (every passage must be re-embedded)."""
-    from ddr_search.training.api import train_dr
+    from ddr_search.training.dr import train_dr
 
     _, result = train_dr(_read_pairs(pairs_files), out, _config(opts), backbone=opts["backbone"])
     _report(result, out)

@@ -4,14 +4,13 @@ train_general  phase 1: the general module alone (both sides pass through it)
 train_domains  phase 2: domain modules + router jointly, general frozen, passages cached
 train_domain   add one domain later: only its module (and router row) trains; asserts that every
                other module, the router's other rows and the passage encoder stay bit-identical
-train_dr       the DR baseline: full fine-tuning of the backbone on the same pairs
+(the DR baseline, full fine-tuning of the backbone on the same pairs, is in training/dr.py)
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ class Candidates:
     texts: list[str]  # row -> the passage text (BM25 over the same rows tunes the hybrid fusion)
 
 
-def _subsample(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]:
+def subsample(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]:
     pairs = list(pairs)
     if limit is None or len(pairs) <= limit:
         return pairs
@@ -62,7 +61,7 @@ def _model(store: Path | None, backbone: Backbone, prefix_length: int | None) ->
     return model.eval()  # no dropout: training is deterministic and matches inference
 
 
-def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     params = list(module.parameters())
     for p in params:
         p.requires_grad_(True)
@@ -131,17 +130,17 @@ def train_general(
     if model.general is None:
         model.add_general(seed=config.seed)
     train_pairs, dev_pairs = split_dev(pairs, config.dev_fraction, config.seed)
-    train_pairs = _subsample(train_pairs, config.max_examples, config.seed)
-    groups = [{"name": GENERAL, "params": _trainable(model.general), "lr": config.lr_for("general")}]
+    train_pairs = subsample(train_pairs, config.max_examples, config.seed)
+    groups = [{"name": GENERAL, "params": trainable(model.general), "lr": config.lr_for("general")}]
     result = train(DualTask(model, loaded.tokenizer, train_pairs, dev_pairs, groups, config), config)
-    _freeze(model)
+    freeze(model)
     notes = {**config.to_notes(), **result.notes(), "train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
     save_store(model, out, notes={GENERAL: notes})
     return model, result
 
 
 # -- phase 2 ------------------------------------------------------------------------------------------
-def _domain_task(
+def domain_task(
     model: DDRModel,
     loaded: Backbone,
     pairs: Sequence[Pair],
@@ -186,7 +185,7 @@ def _domain_task(
         given = [p for p in dev if p.domain == d]
         mine = [p for p in pairs if p.domain == d]
         t, v = (mine, given) if given else split_dev(mine, config.dev_fraction, config.seed)
-        train_pairs += _subsample(t, config.max_examples, config.seed)
+        train_pairs += subsample(t, config.max_examples, config.seed)
         dev_pairs += v
     task = CachedQueryTask(
         model,
@@ -203,7 +202,7 @@ def _domain_task(
     return task, {"train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
 
 
-def _check_domains(pairs: Sequence[Pair]) -> None:
+def check_domains(pairs: Sequence[Pair]) -> None:
     for i, pair in enumerate(pairs):
         if pair.domain is None:
             raise InputError(
@@ -211,7 +210,7 @@ def _check_domains(pairs: Sequence[Pair]) -> None:
             )
 
 
-def _freeze(model: DDRModel) -> None:
+def freeze(model: DDRModel) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
 
@@ -253,7 +252,7 @@ def train_domains(
 ) -> tuple[DDRModel, TrainResult]:
     """Phase 2: every domain named in `pairs` gets a module (new ones start as exact no-ops); those
     modules and the router train jointly, the general module frozen so passages are cached."""
-    _check_domains(pairs)
+    check_domains(pairs)
     loaded = load_backbone(backbone)
     model = _model(store, loaded, prefix_length)
     domains = sorted({p.domain for p in pairs if p.domain})
@@ -263,16 +262,16 @@ def train_domains(
     version = passage_encoder(model, loaded).version
     modules = sorted({m for d in domains for m in model.domain_map[d]})
     groups = [
-        {"name": f"domain:{m}", "params": _trainable(model.domain_modules[m]), "lr": config.lr_for("domain", m)}
+        {"name": f"domain:{m}", "params": trainable(model.domain_modules[m]), "lr": config.lr_for("domain", m)}
         for m in modules
     ]
     rows = [model.module_names.index(m) for m in modules]
-    groups.append({"name": "router", "params": _trainable(model.router), "lr": config.lr_for("router")})
-    task, counts = _domain_task(
+    groups.append({"name": "router", "params": trainable(model.router), "lr": config.lr_for("router")})
+    task, counts = domain_task(
         model, loaded, pairs, corpora or {}, config, cache_dir, groups, rows, dev=dev, passage_lengths=passage_lengths
     )
     result = train(task, config)
-    _freeze(model)
+    freeze(model)
     if passage_encoder(model, loaded).version != version:
         raise AssertionError("phase 2 changed the passage encoder")
     for d in domains:
@@ -328,9 +327,9 @@ def train_domain(
     model.add_domain_module(name)
     row = model.module_names.index(name)
     groups = [
-        {"name": f"domain:{name}", "params": _trainable(model.domain_modules[name]), "lr": config.lr_for("domain")}
+        {"name": f"domain:{name}", "params": trainable(model.domain_modules[name]), "lr": config.lr_for("domain")}
     ]
-    task, counts = _domain_task(
+    task, counts = domain_task(
         model,
         loaded,
         pairs,
@@ -343,7 +342,7 @@ def train_domain(
         passage_lengths={name: passage_length} if passage_length else None,
     )
     result = train(task, config)
-    _freeze(model)
+    freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)
     attach_profile(model, loaded, name, [p.query for p in (*pairs, *(dev or ()))], config)
     attach_fusion(model, task, name)
@@ -371,71 +370,3 @@ def _assert_unchanged(
         raise AssertionError("adding a domain changed another module's router row")
     if encoder.version != version or not np.array_equal(_probe_passages(encoder, {}), probe):
         raise AssertionError("adding a domain changed the passage encoder")
-
-
-# -- DR baseline --------------------------------------------------------------------------------------
-def train_dr(
-    pairs: Sequence[Pair], out: Path | None, config: TrainConfig, *, backbone: Path | None = None
-) -> tuple[DDRModel, TrainResult]:
-    """Full fine-tuning of the shared backbone (queries and passages), the paper's "DR" baseline.
-
-    Writes a complete model folder usable as `--backbone` when `out` is given.
-    """
-    loaded = load_backbone(backbone)
-    model = DDRModel(loaded, DEFAULT_PREFIX_LENGTH)
-    train_pairs, dev_pairs = split_dev(pairs, config.dev_fraction, config.seed)
-    train_pairs = _subsample(train_pairs, config.max_examples, config.seed)
-    groups = [{"name": "backbone", "params": _trainable(model.encoder), "lr": config.lr_for("backbone")}]
-    result = train(DualTask(model, loaded.tokenizer, train_pairs, dev_pairs, groups, config), config)
-    _freeze(model)
-    if out is not None:
-        save_backbone(model, loaded, Path(out))
-    return model, result
-
-
-def save_backbone(model: DDRModel, loaded: Backbone, out: Path) -> None:
-    """Copy the backbone folder and overwrite its weights with the fine-tuned ones."""
-    from safetensors.torch import save_file
-
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(loaded.path, out, ignore=shutil.ignore_patterns("*.bin", "*.onnx", "onnx", "openvino", "*.h5"))
-    state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-
-
-def train_dr_cached(
-    pairs: Sequence[Pair],
-    config: TrainConfig,
-    *,
-    corpora: Mapping[str, Sequence[Document]] | None = None,
-    dev: Sequence[Pair] | None = None,
-    backbone: Path | None = None,
-    cache_dir: Path | None = None,
-    passage_lengths: Mapping[str, int] | None = None,
-) -> tuple[DDRModel, TrainResult]:
-    """DR on the query side: every backbone weight of the query tower trains, against the same cached
-    frozen passage embeddings, pairs, loss and dev split as the DDR modules (so the comparison isolates
-    "full fine-tuning vs a 0.65% prefix"). Returns the fine-tuned query model (passages stay frozen)."""
-    _check_domains(pairs)
-    frozen = load_backbone(backbone)
-    passages = passage_encoder(DDRModel(frozen, DEFAULT_PREFIX_LENGTH), frozen)
-    loaded = load_backbone(backbone)
-    model = DDRModel(loaded, DEFAULT_PREFIX_LENGTH).eval()
-    groups = [{"name": "backbone", "params": _trainable(model.encoder), "lr": config.lr_for("backbone")}]
-    task, _ = _domain_task(
-        model,
-        loaded,
-        pairs,
-        corpora or {},
-        config,
-        cache_dir,
-        groups,
-        dev=dev,
-        passages=passages,
-        routed=False,
-        passage_lengths=passage_lengths,
-    )
-    result = train(task, config)
-    _freeze(model)
-    return model, result

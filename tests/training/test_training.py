@@ -10,10 +10,11 @@ from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, save_store
-from ddr_search.training.api import train_domain, train_dr, train_general
+from ddr_search.training.api import train_domain, train_general
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.corpus import read_corpus
+from ddr_search.training.dr import train_dr
 from ddr_search.training.loop import train
 from ddr_search.training.pairs import Pair, Passage
 from ddr_search.training.selfsup import pairs_from_corpus
