@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ddr_search.encoding import check_domain
 from ddr_search.errors import InputError, UnknownModuleError
 from ddr_search.fusion import FusionConfig
 from ddr_search.manifest import Manifest
@@ -93,10 +94,8 @@ class DDRModel(nn.Module):
         for domain in domains:
             if domain is None:
                 allowed.append(list(range(len(names))))
-            elif domain not in self.domain_map:
-                known = ", ".join(sorted(self.domain_map)) or "none"
-                raise UnknownModuleError(f"no module is mapped to domain {domain!r} (domains with modules: {known})")
             else:
+                check_domain(domain, self.domain_map)
                 allowed.append([names.index(m) for m in self.domain_map[domain]])
         return allowed
 
