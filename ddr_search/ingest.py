@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from ddr_search.batching import batched
 from ddr_search.data.documents import FileCheck, check_file, document_from_record, read_documents
-from ddr_search.errors import DDRSearchError, InputError
+from ddr_search.errors import BackendError, DDRSearchError, InputError
 from ddr_search.indexing import IndexCounts
 from ddr_search.names import check_name
 from ddr_search.types import Backend, Document, Encoder
@@ -100,7 +100,10 @@ def _index(
             f"interrupted: {done} of {total} documents are stored (every finished batch is committed). "
             "Run the same ingest again to finish: documents stored already are not encoded again"
         ) from None
-    backend.refresh()  # searchable now (the embedded store builds its caches here, not on the first query)
+    try:
+        backend.refresh()  # searchable now (the embedded store builds its caches here, not on the first query)
+    except BackendError as e:
+        raise BackendError(f"{done} documents are stored, but {e}") from e
     return done
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,19 +43,35 @@ class EmbeddedBackend:
         return self.store.delete(ids)
 
     def refresh(self) -> None:
-        """Build the caches of the current state now, so the next search does not pay for it."""
-        self.snapshot()
+        """Build the caches of the current state now, so the next search does not pay for it.
+
+        Raises BackendError when they cannot be built (a full disk): the documents stay committed."""
+        try:
+            self.snapshot(strict=True)
+        except OSError as e:
+            raise BackendError(
+                f"the search index under {self.directory} could not be built: {self._why(e)}. Free space; the "
+                "next search builds it (nothing needs ingesting again)"
+            ) from e
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def snapshot(self) -> snapshots.Snapshot:
-        """The caches of the latest committed generation (built or reloaded only when it moved)."""
+    def snapshot(self, *, strict: bool = False) -> snapshots.Snapshot:
+        """The caches of the latest committed generation (built or reloaded only when it moved).
+
+        When they cannot be built (a full disk), search goes on over the newest complete snapshot, with a
+        warning that newer documents are not searchable yet; `strict` raises the OSError instead."""
         generation = self.store.generation()
         current = self._snapshot
         if current is not None and current.generation == generation:
             return current
         for _attempt in range(5):
-            path = snapshots.ensure_built(self.store)
+            try:
+                path = snapshots.ensure_built(self.store)
+            except OSError as e:
+                if strict:
+                    raise
+                return self._fall_back(e)
             try:
                 self._snapshot = snapshots.load(path)
                 break
@@ -63,6 +80,32 @@ class EmbeddedBackend:
         else:
             raise BackendError(f"could not load a search snapshot under {self.directory}: retry the search")
         return self._snapshot
+
+    def _fall_back(self, error: OSError) -> snapshots.Snapshot:
+        """Serve the newest complete snapshot while a new one cannot be written (the next search retries)."""
+        path = snapshots.latest_complete(self.directory)
+        if path is None:
+            raise BackendError(
+                f"the search index under {self.directory} cannot be built: {self._why(error)}. "
+                "Free space and search again (the documents are stored)"
+            ) from error
+        if self._snapshot is None or snapshots.snapshot_dir(self.directory, self._snapshot.generation) != path:
+            self._snapshot = snapshots.load(path)
+        log.warning(
+            "searching an older index (%s): a new one cannot be built (%s); documents stored since are not "
+            "searchable until space is freed",
+            path.name,
+            self._why(error),
+        )
+        return self._snapshot
+
+    def _why(self, error: OSError) -> str:
+        """The OS's reason and the space left (numpy reports a short write without an errno)."""
+        try:
+            free = shutil.disk_usage(snapshots.cache_root(self.directory)).free
+        except OSError:
+            return str(error.strerror or error)
+        return f"{error.strerror or error} ({free / 1e6:.1f} MB free on that disk)"
 
     def bm25_search(self, text: str, k: int, *, domain: str | None = None, filters: Filters = ()) -> ScoredIds:
         snapshot = self.snapshot()

@@ -235,8 +235,24 @@ def ensure_built(store: DocumentStore) -> Path:
 
 
 def _write(rows, target: Path) -> None:  # type: ignore[no-untyped-def]
-    root = target.parent
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    """Build in a staging folder, then rename it in; a failed build (a full disk) leaves nothing behind."""
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        _fill(rows, staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def latest_complete(directory: Path) -> Path | None:
+    """The newest snapshot that finished building (what search falls back to when a build fails)."""
+    root = cache_root(directory)
+    done = sorted(p for p in root.glob("gen-*") if (p / INFO).exists()) if root.exists() else []
+    return done[-1] if done else None
+
+
+def _fill(rows, staging: Path) -> None:  # type: ignore[no-untyped-def]
     names = sorted({d for d in rows.domains if d is not None})
     index = {name: code for code, name in enumerate(names)}
     codes = np.array([index[d] if d is not None else NO_DOMAIN for d in rows.domains], dtype=np.int32)
@@ -251,7 +267,6 @@ def _write(rows, target: Path) -> None:  # type: ignore[no-untyped-def]
     bm25.save(staging / BM25_DIR)
     info = {"generation": rows.generation, "count": len(rows.ids), "dimension": rows.dimension, "domains": names}
     (staging / INFO).write_text(json.dumps(info))  # written last: its presence marks a complete snapshot
-    os.replace(staging, target)
 
 
 def _quiet_bm25s() -> None:
