@@ -5,7 +5,7 @@ design; docs/elasticsearch.md)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from elasticsearch import ApiError
@@ -14,9 +14,9 @@ from connectors import shared
 from connectors.elasticsearch import schema
 from connectors.elasticsearch.backend import ClusterInfo, ElasticsearchBackend
 from connectors.elasticsearch.client import MISSING_ANALYSIS, wrapped
+from connectors.reindex import ClusterAdmin, reindex_behind_alias
 from connectors.shared import ReindexReport
 from ddr_search.errors import BackendError, ConfigError
-from ddr_search.indexing import embed_and_index
 from ddr_search.settings import ElasticsearchSettings
 from ddr_search.types import Encoder
 
@@ -135,6 +135,37 @@ def setup(
     return report
 
 
+@dataclass
+class _Admin(ClusterAdmin):
+    """connectors.reindex.IndexAdmin over the official Elasticsearch client."""
+
+    settings: ElasticsearchSettings
+
+    def create(self, index: str) -> None:
+        put_template(self.backend, self.settings, self.encoder.dimension)  # the mapping for this encoder
+        _create_index(self.backend, self.settings, index, self.encoder.dimension, self.encoder.version)
+
+    def refresh(self, index: str) -> None:
+        with wrapped(f"refresh {index}", self.backend.url):
+            self.backend.client.options(request_timeout=300).indices.refresh(index=index)
+
+    def writer(self, index: str) -> ElasticsearchBackend:
+        b = self.backend
+        return ElasticsearchBackend(
+            b.client,
+            alias=index,
+            url=b.url,
+            dimension=self.encoder.dimension,
+            chunk_size=b.chunk_size,
+            max_retries=b.max_retries,
+            require_alias=False,
+        )
+
+    def switch(self, old: Sequence[str], new: str) -> None:
+        with wrapped(f"POST _aliases (switch {self.alias} -> {new})", self.backend.url):
+            self.backend.client.indices.update_aliases(actions=self.switch_actions(old, new))
+
+
 def reindex(
     backend: ElasticsearchBackend,
     settings: ElasticsearchSettings,
@@ -144,63 +175,13 @@ def reindex(
     delete_old: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> ReindexReport:
-    """Re-embed every document into `<alias>-v<encoder.version>`, then switch the alias in one call; any
-    failure before the switch leaves the alias untouched and deletes the half-filled index."""
-    alias = settings.index
-    old = backend.indices()
-    if not old:
-        raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")
-    new = shared.index_name(alias, encoder.version)
-    if old == [new]:
-        return ReindexReport(
-            alias, old, new, backend.count(), switched=False, note=f"{alias} already serves {new}: nothing to do"
-        )
-    put_template(backend, settings, encoder.dimension)
-    backend.refresh()  # the scroll and the count check see only refreshed writes
-    client = backend.client
-    with wrapped(f"HEAD {new}", backend.url):
-        if client.indices.exists(index=new):
-            log.warning("deleting %s, left half-filled by an earlier reindex", new)
-            client.indices.delete(index=new)
-    _create_index(backend, settings, new, encoder.dimension, encoder.version)
-    expected = backend.count()
-    writer = ElasticsearchBackend(
-        client,
-        alias=new,
-        url=backend.url,
-        dimension=encoder.dimension,
-        chunk_size=backend.chunk_size,
-        max_retries=backend.max_retries,
-        require_alias=False,
+    """Re-embed every document into `<alias>-v<encoder.version>` and switch the alias in one call
+    (connectors.reindex: the alias serves the old index until then; a failure leaves it untouched)."""
+    return reindex_behind_alias(
+        _Admin(backend, settings.index, encoder, wrapped, settings),
+        settings.index,
+        encoder,
+        batch_size=batch_size,
+        delete_old=delete_old,
+        on_batch=on_batch,
     )
-    written = 0
-    try:
-        for batch in backend.scan(batch_size=batch_size):
-            written += embed_and_index(batch, encoder, writer, batch_size=batch_size)
-            if on_batch is not None:
-                on_batch(written)
-        with wrapped(f"refresh {new}", backend.url):
-            client.options(request_timeout=300).indices.refresh(index=new)
-        filled = writer.count()
-        if filled != expected or written != expected:
-            raise BackendError(
-                f"reindex wrote {filled} documents into {new} but {alias} holds {expected} "
-                "(was something ingesting meanwhile?): alias left on the old index"
-            )
-        actions = [{"remove": {"index": i, "alias": alias}} for i in old]
-        actions.append({"add": {"index": new, "alias": alias, "is_write_index": True}})
-        with wrapped(f"POST _aliases (switch {alias} -> {new})", backend.url):
-            client.indices.update_aliases(actions=actions)
-    except BaseException:
-        try:
-            if new not in backend.indices():
-                client.indices.delete(index=new)
-        except Exception:  # the original error matters more; the next reindex deletes it anyway
-            log.warning("could not delete the half-filled index %s", new)
-        raise
-    report = ReindexReport(alias, old, new, written, switched=True)
-    if delete_old:
-        with wrapped("delete old indices", backend.url):
-            client.indices.delete(index=",".join(old))
-        report.deleted_old = True
-    return report

@@ -15,10 +15,10 @@ from connectors.opensearch import schema
 from connectors.opensearch.backend import OpenSearchBackend
 from connectors.opensearch.client import wrapped
 from connectors.opensearch.features import ClusterFeatures
+from connectors.reindex import ClusterAdmin, reindex_behind_alias
 from connectors.shared import ReindexReport
 from ddr_search.errors import BackendError
 from ddr_search.fusion import FusionConfig, Technique
-from ddr_search.indexing import embed_and_index
 from ddr_search.settings import OpenSearchSettings
 from ddr_search.types import Encoder
 
@@ -165,6 +165,39 @@ def setup(
     return report
 
 
+@dataclass
+class _Admin(ClusterAdmin):
+    """connectors.reindex.IndexAdmin over opensearch-py."""
+
+    settings: OpenSearchSettings
+
+    def create(self, index: str) -> None:
+        put_template(self.backend, self.settings, self.encoder.dimension)  # the mapping for this encoder
+        _create_index(self.backend, self.settings, index, self.encoder.dimension, self.encoder.version)
+
+    def refresh(self, index: str) -> None:
+        refresh_patiently(self.backend, index)
+
+    def writer(self, index: str) -> OpenSearchBackend:
+        b = self.backend
+        return OpenSearchBackend(
+            b.client,
+            alias=index,
+            url=b.url,
+            dimension=self.encoder.dimension,
+            refresh=False,
+            chunk_size=b.chunk_size,
+            max_retries=b.max_retries,
+            initial_backoff_s=b.initial_backoff_s,
+            max_backoff_s=b.max_backoff_s,
+            require_alias=False,
+        )
+
+    def switch(self, old: Sequence[str], new: str) -> None:
+        with wrapped(f"POST _aliases (switch {self.alias} -> {new})", self.backend.url):
+            self.backend.client.indices.update_aliases(body={"actions": self.switch_actions(old, new)})
+
+
 def reindex(
     backend: OpenSearchBackend,
     settings: OpenSearchSettings,
@@ -175,76 +208,14 @@ def reindex(
     force: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> ReindexReport:
-    """Re-embed every document into `<alias>-v<encoder.version>`, then switch the alias in one call.
-
-    The alias keeps serving the old index until the final `_aliases` request, which removes the old
-    indices and adds the new one atomically; any failure before it leaves the alias untouched (the
-    half-filled new index is deleted, so a retry starts clean). Documents written through the alias
-    while this runs land in the old index and are caught by the final count check: pause ingest.
-    """
-    alias = settings.index
-    old = backend.indices()
-    if not old:
-        raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")
-    new = shared.index_name(alias, encoder.version)
-    if old == [new] and not force:
-        return ReindexReport(
-            alias, old, new, backend.count(), switched=False, note=f"{alias} already serves {new}: nothing to do"
-        )
-    put_template(backend, settings, encoder.dimension)
-    refresh_patiently(backend, alias)  # the scroll below and the count check see only refreshed writes
-    client = backend.client
-    with wrapped(f"HEAD {new}", backend.url):
-        if new not in old and client.indices.exists(index=new):
-            log.warning("deleting %s, left half-filled by an earlier reindex", new)
-            client.indices.delete(index=new)
-    target = new
-    if new in old:  # --force onto the same version: fill a fresh copy beside it
-        target = f"{new}-{len(old)}"
-        with wrapped(f"HEAD {target}", backend.url):
-            if client.indices.exists(index=target):
-                client.indices.delete(index=target)
-    _create_index(backend, settings, target, encoder.dimension, encoder.version)
-    expected = backend.count()
-    writer = OpenSearchBackend(
-        client,
-        alias=target,
-        url=backend.url,
-        dimension=encoder.dimension,
-        refresh=False,
-        chunk_size=backend.chunk_size,
-        max_retries=backend.max_retries,
-        initial_backoff_s=backend.initial_backoff_s,
-        max_backoff_s=backend.max_backoff_s,
-        require_alias=False,
+    """Re-embed every document into `<alias>-v<encoder.version>` and switch the alias in one call
+    (connectors.reindex: the alias serves the old index until then; a failure leaves it untouched)."""
+    return reindex_behind_alias(
+        _Admin(backend, settings.index, encoder, wrapped, settings),
+        settings.index,
+        encoder,
+        batch_size=batch_size,
+        delete_old=delete_old,
+        force=force,
+        on_batch=on_batch,
     )
-    written = 0
-    try:
-        for batch in backend.scan(batch_size=batch_size):
-            written += embed_and_index(batch, encoder, writer, batch_size=batch_size)
-            if on_batch is not None:
-                on_batch(written)
-        refresh_patiently(backend, target)
-        filled = writer.count()
-        if filled != expected or written != expected:
-            raise BackendError(
-                f"reindex wrote {filled} documents into {target} but {alias} holds {expected} "
-                "(was something ingesting meanwhile?): alias left on the old index"
-            )
-        actions = [{"remove": {"index": i, "alias": alias}} for i in old]
-        actions.append({"add": {"index": target, "alias": alias, "is_write_index": True}})
-        with wrapped(f"POST _aliases (switch {alias} -> {target})", backend.url):
-            client.indices.update_aliases(body={"actions": actions})
-    except BaseException:
-        try:
-            if target not in backend.indices():  # a switch that timed out may still have happened
-                client.indices.delete(index=target)
-        except Exception:  # the original error matters more; the next reindex deletes it anyway
-            log.warning("could not delete the half-filled index %s", target)
-        raise
-    report = ReindexReport(alias, old, target, written, switched=True)
-    if delete_old:
-        with wrapped("delete old indices", backend.url):
-            client.indices.delete(index=",".join(old))
-        report.deleted_old = True
-    return report
