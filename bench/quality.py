@@ -196,8 +196,8 @@ def main() -> int:
             run, _, vectors_after = dense.run(encoder, queries, routing=RoutingMode.AUTO)
             stayed = [i for i, w in enumerate(weights.values()) if removed not in w]
             changed = int(sum(not np.array_equal(vectors[i], vectors_after[i]) for i in stayed))
-            stayed_ids = {q for i, q in enumerate(weights) if i in set(stayed)}
-            kept = {q: qrels[q] for q in stayed_ids if q in qrels}
+            qids = list(weights)
+            kept = {qids[i]: qrels[qids[i]] for i in stayed if qids[i] in qrels}
 
             def ndcg(run, judged) -> float:
                 return score_run(judged, run, ("nDCG@10",))[0]["nDCG@10"]

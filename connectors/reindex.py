@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class IndexAdmin(Protocol):
-    """The index operations reindex needs from a cluster; each raises BackendError naming the request."""
+    """The index operations reindex needs from a cluster, for one alias and the encoder it moves to;
+    each raises BackendError naming the request."""
+
+    alias: str
+    encoder: Encoder
 
     def indices(self) -> list[str]:
         """The indices the alias serves now."""
@@ -90,21 +94,21 @@ class ClusterAdmin:
 
 def reindex_behind_alias(
     admin: IndexAdmin,
-    alias: str,
-    encoder: Encoder,
     *,
     batch_size: int = 64,
     delete_old: bool = False,
     force: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> ReindexReport:
-    """Re-embed every document into `<alias>-v<encoder.version>`, then switch the alias in one call.
+    """Re-embed every document into `<alias>-v<encoder.version>` (`admin`'s alias and encoder), then
+    switch the alias in one call.
 
     The alias keeps serving the old index until the switch; any failure before it leaves the alias
     untouched and deletes the half-filled new index, so a retry starts clean. Documents written through
     the alias meanwhile land in the old index and are caught by the final count check: pause ingest.
     `force` re-embeds into a fresh copy even when the alias serves this encoder version already.
     """
+    alias, encoder = admin.alias, admin.encoder
     old = admin.indices()
     if not old:
         raise BackendError(f"alias {alias} does not exist: run `ddr-search setup` first")

@@ -123,6 +123,7 @@ def search(
     # A backend that fuses on its side (OpenSearch: native `hybrid` query + pipeline, or one `_msearch`)
     # answers hybrid queries in one round trip with the same formulas as `fuse` below.
     hybrid = backend if mode is SearchMode.HYBRID and isinstance(backend, HybridBackend) else None
+    config = fusion  # hybrid: the routed module's fusion, chosen once the query is encoded
     with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
         if mode is not SearchMode.BM25:
             if encoder is None:
@@ -145,7 +146,7 @@ def search(
         if mode is not SearchMode.DENSE:
             bm25 = backend.bm25_search(query, depth, domain=route.filter_domain, filters=filters)
     if mode is SearchMode.HYBRID:
-        fused = fuse([bm25, dense], choose_fusion(settings, encoder, weights, fusion), k=k)
+        fused = fuse([bm25, dense], config or fusion_config(settings), k=k)
     elif mode is SearchMode.DENSE:
         fused = [Fused(i, s, (None, s)) for i, s in dense[:k]]
     else:

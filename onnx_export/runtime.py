@@ -101,6 +101,7 @@ class OrtEncoder:
         self._tokenizers = _load_tokenizers(self.directory, manifest, verify)
         self._sessions: dict[tuple[str, int], onnxruntime.InferenceSession] = {}
         self._profiles: list[DomainProfile] | None = None
+        self._fusion = {name: FusionConfig.from_record(record) for name, record in manifest.fusion.items()}
         self._lock = threading.Lock()
 
     @classmethod
@@ -139,7 +140,7 @@ class OrtEncoder:
         return {d: list(ms) for d, ms in self.manifest.domains.items()}
 
     def fusion_configs(self) -> Mapping[str, FusionConfig]:
-        return {name: FusionConfig.from_record(record) for name, record in self.manifest.fusion.items()}
+        return self._fusion
 
     @property
     def module_names(self) -> list[str]:

@@ -179,8 +179,6 @@ def reindex(
     (connectors.reindex: the alias serves the old index until then; a failure leaves it untouched)."""
     return reindex_behind_alias(
         _Admin(backend, settings.index, encoder, wrapped, settings),
-        settings.index,
-        encoder,
         batch_size=batch_size,
         delete_old=delete_old,
         on_batch=on_batch,

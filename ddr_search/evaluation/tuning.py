@@ -5,19 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ddr_search.fusion import FusionConfig, Technique, fuse
+from ddr_search.evaluation.harness import fuse_runs
+from ddr_search.fusion import FusionConfig, Technique
 from ddr_search.types import ScoredIds
 
 DENSE_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0 = BM25 alone ... 1.0 = dense alone
 TECHNIQUES = tuple(Technique)  # every normalisation OpenSearch offers (z_score fuses on the client before 3.0)
-DEPTH = 100
-
-
-def fused_runs(bm25: Mapping[str, ScoredIds], dense: Mapping[str, ScoredIds], config: FusionConfig) -> dict:
-    return {
-        q: [(f.id, f.score) for f in fuse([bm25.get(q, []), dense.get(q, [])], config, k=DEPTH)]
-        for q in dict.fromkeys([*bm25, *dense])
-    }
 
 
 def _config(technique: Technique, dense_weight: float) -> FusionConfig:
@@ -31,7 +24,7 @@ def grid_scores(
     from ddr_search.evaluation.metrics import score_run
 
     return {
-        (t, w): score_run(qrels, fused_runs(bm25, dense, _config(t, w)), ("nDCG@10",))[0]["nDCG@10"]
+        (t, w): score_run(qrels, fuse_runs([bm25, dense], _config(t, w)), ("nDCG@10",))[0]["nDCG@10"]
         for t in TECHNIQUES
         for w in DENSE_WEIGHTS
     }
