@@ -16,6 +16,7 @@ import numpy as np
 
 from ddr_search.errors import BackendError, ConfigError
 from ddr_search.filters import Filters, query_clauses
+from ddr_search.retrieval.bm25 import tokenize
 from ddr_search.types import Document, IndexedDocument
 
 # Lucene BM25 with the parameters the embedded backend (bm25s) uses, so every backend ranks alike.
@@ -63,6 +64,12 @@ def english_analysis() -> dict[str, Any]:
     }
 
 
+def bm25_terms(text: str) -> str:
+    """The embedded backend's BM25 tokens of `text` (ddr_search.retrieval.bm25.tokenize), space-joined: what
+    a cluster with whitespace analysis indexes and matches to rank exactly as the embedded store does."""
+    return " ".join(tokenize(text)[0])
+
+
 def version_slug(encoder_version: str) -> str:
     """An encoder version as a legal index-name part (lowercase, [a-z0-9_-])."""
     slug = _VERSION_SLUG.sub("-", encoder_version.lower()).strip("-")
@@ -86,13 +93,20 @@ def filter_clauses(domain: str | None, filters: Filters = ()) -> list[dict[str, 
     return clauses + query_clauses(filters)
 
 
-def document_mappings(dimension: int, vector: dict[str, Any]) -> dict[str, Any]:
+def document_mappings(dimension: int, vector: dict[str, Any], *, client_tokens: bool = False) -> dict[str, Any]:
     """The mapping both engines give a version index, around their own `vector` field mapping: strict top
     level (a typo'd field is an error, not a new field), free-form `metadata` whose strings are exact values
-    to filter on (keyword, not prose), title + text copied into the one BM25 field."""
+    to filter on (keyword, not prose), title + text copied into the one BM25 field.
+
+    `client_tokens`: the BM25 field holds `bm25_terms` of the passage, written by the client and split on
+    whitespace by the cluster (the built-in `whitespace` analyzer, core Lucene); title and text stay unindexed.
+    """
     if dimension <= 0:
         raise ConfigError(f"vector dimension must be positive, got {dimension}")
-    text = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
+    text: dict[str, Any] = {"type": "text", "analyzer": ANALYZER, "copy_to": PASSAGE_FIELD}
+    passage = {"type": "text", "analyzer": ANALYZER}
+    if client_tokens:
+        text, passage = {"type": "text", "index": False}, {"type": "text", "analyzer": "whitespace"}
     return {
         "dynamic": "strict",
         "dynamic_templates": [
@@ -107,7 +121,7 @@ def document_mappings(dimension: int, vector: dict[str, Any]) -> dict[str, Any]:
         "properties": {
             "title": text,
             "text": text,
-            PASSAGE_FIELD: {"type": "text", "analyzer": ANALYZER},
+            PASSAGE_FIELD: passage,
             "domain": {"type": "keyword"},
             "encoder_version": {"type": "keyword"},
             "metadata": {"type": "object", "dynamic": True},

@@ -82,8 +82,10 @@ class ElasticsearchSettings(ClusterSettings):
 
     api_key: SecretStr | None = None  # instead of username / password
     # english: the embedded backend's tokens and Snowball stemming (needs analysis-common, on every real
-    # cluster); standard: the standard tokenizer, lowercase and the same stop words (clusters without it)
-    analyzer: Literal["english", "standard"] = "english"
+    # cluster); standard: the standard tokenizer, lowercase and the same stop words (clusters without it);
+    # client: this client tokenizes exactly as the embedded backend and the cluster splits on whitespace
+    # (the same BM25 terms on any cluster, analysis-common or not)
+    analyzer: Literal["english", "standard", "client"] = "english"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
     num_candidates: int = 100  # per kNN search (at least k)

@@ -14,6 +14,7 @@ from connectors import shared
 from connectors.elasticsearch import schema
 from connectors.elasticsearch.backend import ClusterInfo, ElasticsearchBackend
 from connectors.elasticsearch.client import MISSING_ANALYSIS, wrapped
+from connectors.elasticsearch.retrievers import RetrieverSupport, probe
 from connectors.reindex import ClusterAdmin, reindex_behind_alias
 from connectors.shared import ReindexReport
 from ddr_search.errors import BackendError, ConfigError
@@ -29,6 +30,7 @@ class SetupReport:
     template: str
     index: str
     alias: str
+    retrievers: RetrieverSupport | None = None  # the cluster's rrf / linear, probed once the alias exists
     actions: list[str] = field(default_factory=list)  # what changed; empty when everything was in place
     notes: list[str] = field(default_factory=list)
 
@@ -43,7 +45,8 @@ def _analysis_refused(e: BackendError, settings: ElasticsearchSettings) -> Backe
     ):
         return ConfigError(
             "this cluster has no analysis-common module (no pattern tokenizer / snowball stemmer) for the "
-            "default English analyzer: set DDR_ELASTICSEARCH__ANALYZER=standard (no stemming)"
+            "default English analyzer: set DDR_ELASTICSEARCH__ANALYZER=client (the same terms, split by this "
+            "client) or standard (no stemming)"
         )
     return e
 
@@ -65,12 +68,25 @@ def put_template(backend: ElasticsearchBackend, settings: ElasticsearchSettings,
     return name
 
 
-def _index_dimension(backend: ElasticsearchBackend, index: str) -> int | None:
+def _check_existing(backend: ElasticsearchBackend, settings: ElasticsearchSettings, index: str, dimension: int) -> None:
+    """An existing index must hold this encoder's dimension and be analysed the way the settings write."""
     with wrapped(f"GET {index}/_mapping", backend.url):
         mapping = backend.client.indices.get_mapping(index=index)
     props = next(iter(mapping.values()))["mappings"].get("properties", {})
     vector = props.get(shared.VECTOR_FIELD)
-    return int(vector["dims"]) if vector else None
+    found = int(vector["dims"]) if vector else None
+    if found != dimension:
+        raise BackendError(
+            f"index {index} holds {found}-dimensional vectors but the encoder makes {dimension}: "
+            "delete that index or change DDR_ELASTICSEARCH__INDEX"
+        )
+    client_tokens = props.get(shared.PASSAGE_FIELD, {}).get("analyzer") == "whitespace"
+    if client_tokens != (settings.analyzer == "client"):
+        made = "client" if client_tokens else "english or standard"
+        raise ConfigError(
+            f"index {index} was set up with DDR_ELASTICSEARCH__ANALYZER={made}, not {settings.analyzer}: "
+            "set it back, or set DDR_ELASTICSEARCH__INDEX to a new name and ingest again"
+        )
 
 
 def _create_index(
@@ -91,12 +107,7 @@ def _create_index(
             cause = e.__cause__
             if not (isinstance(cause, ApiError) and "resource_already_exists_exception" in str(cause.body)):
                 raise _analysis_refused(e, settings) from cause
-    found = _index_dimension(backend, index)
-    if found != dimension:
-        raise BackendError(
-            f"index {index} holds {found}-dimensional vectors but the encoder makes {dimension}: "
-            "delete that index or change DDR_ELASTICSEARCH__INDEX"
-        )
+    _check_existing(backend, settings, index, dimension)
     return False
 
 
@@ -106,6 +117,9 @@ def setup(
     """Bring the cluster to the configured state; running it again changes nothing."""
     alias = settings.index
     index = shared.index_name(alias, encoder_version)
+    with wrapped(f"HEAD {index}", backend.url):
+        if backend.client.indices.exists(index=index):
+            _check_existing(backend, settings, index, dimension)  # before the template changes anything
     report = SetupReport(
         info=backend.info, template=put_template(backend, settings, dimension), index=index, alias=alias
     )
@@ -132,6 +146,7 @@ def setup(
             f"alias {alias} serves {', '.join(serving)}, made by another encoder version: "
             f"run `ddr-search reindex` to re-embed into {index} and switch"
         )
+    report.retrievers = probe(backend.client, alias, backend.url)
     return report
 
 
@@ -156,6 +171,7 @@ class _Admin(ClusterAdmin):
             alias=index,
             url=b.url,
             dimension=self.encoder.dimension,
+            client_tokens=b.client_tokens,
             chunk_size=b.chunk_size,
             max_retries=b.max_retries,
             require_alias=False,

@@ -17,11 +17,13 @@ from elasticsearch import Elasticsearch, helpers
 from numpy.typing import NDArray
 
 from connectors.elasticsearch.client import build_client, wrapped
+from connectors.elasticsearch.retrievers import probe
 from connectors.elasticsearch.schema import dot_product_score_to_inner_product
 from connectors.shared import (
     PASSAGE_FIELD,
     SOURCE_EXCLUDES,
     VECTOR_FIELD,
+    bm25_terms,
     document_from_source,
     document_source,
     domain_counts,
@@ -33,7 +35,7 @@ from ddr_search.errors import BackendError, ConfigError, DocumentsRejected
 from ddr_search.filters import Filters
 from ddr_search.fusion import Fused, FusionConfig, fuse
 from ddr_search.settings import ElasticsearchSettings, Settings
-from ddr_search.types import Document, IndexedDocument, ScoredIds
+from ddr_search.types import Document, IndexedDocument, ScoredIds, passage_text
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class ClusterInfo:
     version: tuple[int, int, int]
 
     def describe(self) -> str:
-        return f"elasticsearch {'.'.join(map(str, self.version))}; hybrid: client-side fusion over _msearch"
+        return f"elasticsearch {'.'.join(map(str, self.version))}"
 
 
 class ElasticsearchBackend:
@@ -63,6 +65,7 @@ class ElasticsearchBackend:
         url: str | None = None,
         dimension: int | None = None,
         num_candidates: int = 100,
+        client_tokens: bool = False,
         chunk_size: int = 500,
         max_retries: int = 5,
         initial_backoff_s: float = 0.5,
@@ -74,6 +77,7 @@ class ElasticsearchBackend:
         self.url = url
         self.dimension = dimension
         self.num_candidates = num_candidates
+        self.client_tokens = client_tokens  # DDR_ELASTICSEARCH__ANALYZER=client: BM25 terms made here
         self.chunk_size = chunk_size
         self.max_retries = max_retries
         self.initial_backoff_s = initial_backoff_s
@@ -84,7 +88,14 @@ class ElasticsearchBackend:
     @classmethod
     def from_settings(cls, settings: Settings, dimension: int | None = None) -> ElasticsearchBackend:
         es: ElasticsearchSettings = settings.elasticsearch
-        return cls(build_client(es), alias=es.index, url=es.url, dimension=dimension, num_candidates=es.num_candidates)
+        return cls(
+            build_client(es),
+            alias=es.index,
+            url=es.url,
+            dimension=dimension,
+            num_candidates=es.num_candidates,
+            client_tokens=es.analyzer == "client",
+        )
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with wrapped(action, self.url):
@@ -112,8 +123,7 @@ class ElasticsearchBackend:
                 )
             self._alias_ready = True
         actions = [
-            {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": document_source(d, self.dimension)}
-            for d in documents
+            {"_op_type": "index", "_index": target, "_id": d.document.id, "_source": self._source(d)} for d in documents
         ]
         failures = self._bulk(actions, f"bulk index into {target}")
         if failures:
@@ -124,6 +134,12 @@ class ElasticsearchBackend:
                 failures,
                 len(documents),
             )
+
+    def _source(self, item: IndexedDocument) -> dict[str, Any]:
+        source = document_source(item, self.dimension)
+        if self.client_tokens:
+            source[PASSAGE_FIELD] = bm25_terms(passage_text(item.document.title, item.document.text))
+        return source
 
     def _bulk(self, actions: list[dict[str, Any]], what: str) -> dict[str, str]:
         failures: dict[str, str] = {}
@@ -178,6 +194,8 @@ class ElasticsearchBackend:
         return k
 
     def _bm25_body(self, text: str, k: int, clauses: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.client_tokens:
+            text = bm25_terms(text)
         query: dict[str, Any] = {"bool": {"must": [{"match": {PASSAGE_FIELD: {"query": text}}}], "filter": clauses}}
         return {"query": query, "size": k, "_source": False, "track_total_hits": False}
 
@@ -241,7 +259,7 @@ class ElasticsearchBackend:
         return fuse(lists, config or FusionConfig(), k=offset + k)[offset:]
 
     def fuses_natively(self, config: FusionConfig) -> bool:
-        """Always fused here (the cluster's rrf / linear retrievers need a licence and version checks)."""
+        """Always fused here, with per-hit sub-scores (connectors/elasticsearch/retrievers.py says why)."""
         return False
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
@@ -299,6 +317,10 @@ class ElasticsearchBackend:
             "alias": self.alias,
             "indices": self.indices(),
             "encoder_versions": {str(b["key"]): int(b["doc_count"]) for b in buckets},
+            "cluster_retrievers": {
+                name: why or "available" for name, why in probe(self.client, self.alias, self.url).refused.items()
+            },
+            "fusion": "client (one _msearch, per-hit BM25 and dense scores)",
         }
 
     def refresh(self) -> None:

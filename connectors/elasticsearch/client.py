@@ -34,6 +34,10 @@ def build_client(settings: ElasticsearchSettings, **overrides: Any) -> Elasticse
         parts = urlsplit(host)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"Elasticsearch URL {redact_url(host)!r}: expected http(s)://host[:port]")
+        if parts.scheme == "http" and settings.ca_file is not None:
+            raise ConfigError(
+                f"DDR_ELASTICSEARCH__CA_FILE is set but {redact_url(host)} is plain HTTP: use https:// or unset it"
+            )
     kwargs: dict[str, Any] = {
         "hosts": hosts,
         "request_timeout": settings.timeout_s,

@@ -13,9 +13,12 @@ TEMPLATE_PRIORITY = 200
 
 def analysis(settings: ElasticsearchSettings) -> dict[str, Any]:
     """`english`: the embedded backend's tokens (pattern tokenizer, stop words, Snowball; analysis-common).
-    `standard`: the standard tokenizer, lowercase and the same stop words: core Lucene only."""
+    `standard`: the standard tokenizer, lowercase and the same stop words: core Lucene only.
+    `client`: none (the client writes the tokens; the mapping names the built-in `whitespace` analyzer)."""
     if settings.analyzer == "english":
         return english_analysis()
+    if settings.analyzer == "client":
+        return {}
     return {
         "filter": {"ddr_english_stop": {"type": "stop", "stopwords": english_stopwords()}},
         "analyzer": {
@@ -47,6 +50,7 @@ def mappings(settings: ElasticsearchSettings, dimension: int) -> dict[str, Any]:
             "similarity": "dot_product",
             "index_options": {"type": "hnsw", "m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction},
         },
+        client_tokens=settings.analyzer == "client",
     )
 
 

@@ -77,6 +77,8 @@ def setup_elasticsearch(settings: Settings, dimension: int, encoder_version: str
     finally:
         backend.close()
     click.echo(f"cluster: {report.info.describe()}")
+    if report.retrievers is not None:
+        click.echo(report.retrievers.describe())
     click.echo(f"template: {report.template}")
     click.echo(f"index: {report.index} (alias {report.alias})")
     for action in report.actions or ["nothing to change: already set up"]:

@@ -44,6 +44,7 @@ class EngineSpec:
     heap: str = "1g"
     settings: dict[str, str] = field(default_factory=dict)
     secure: bool = False  # security on: OpenSearch's demo TLS + basic auth (admin); Elasticsearch: basic auth
+    tls: bool = False  # Elasticsearch: HTTPS with a certificate from its own elasticsearch-certutil
     home_of: str = ""  # run from another spec's assembled distribution (same zip and plugins, other settings)
 
 
@@ -111,8 +112,9 @@ ENGINES: dict[str, EngineSpec] = {
 }
 
 # Elasticsearch's integ-test zips: security on (basic auth: `elastic` / ADMIN_PASSWORD, plus the file-realm
-# user ES_USER with the least-privilege role), HTTP without TLS, no analysis-common (so no stemmer, no
-# pattern tokenizer: the test indices use DDR_ELASTICSEARCH__ANALYZER=standard).
+# user ES_USER with the least-privilege role), no analysis-common (so no stemmer, no pattern tokenizer: the
+# test indices use DDR_ELASTICSEARCH__ANALYZER=standard, or client). 8.19.8 serves plain HTTP; 9.2.0 serves
+# HTTPS with a CA made at assembly (clients trust it through DDR_ELASTICSEARCH__CA_FILE).
 ES_USER = "ddr_search"
 ES_USER_PASSWORD = "Ddr-Test-User-2026!"
 _ES_SETTINGS = {
@@ -136,8 +138,14 @@ for _spec in (
         version="9.2.0",
         java_home=JAVA_25,
         zip="org.elasticsearch.distribution.integ-test-zip:elasticsearch:9.2.0:zip",
-        settings=_ES_SETTINGS,
+        settings={
+            **_ES_SETTINGS,
+            "xpack.security.http.ssl.enabled": "true",
+            "xpack.security.http.ssl.key": "certs/http.key",
+            "xpack.security.http.ssl.certificate": "certs/http.crt",
+        },
         secure=True,
+        tls=True,
     ),
 ):
     ENGINES[_spec.name] = _spec

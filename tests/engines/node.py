@@ -108,8 +108,9 @@ def assemble(spec: EngineSpec) -> Path:
     if spec.home_of:
         return assemble(ENGINES[spec.home_of])
     home = ENGINES_HOME / spec.name / "home"
-    if (home / ".assembled").exists():
-        return home
+    with contextlib.suppress(OSError):
+        if (home / ".assembled").read_text() == repr(spec):  # built from this very spec
+            return home
     building = home.with_name("home.building")
     shutil.rmtree(building, ignore_errors=True)
     _unzip_flat(maven_artifact(spec.zip), building)
@@ -129,6 +130,8 @@ def assemble(spec: EngineSpec) -> Path:
         )
     if spec.distribution == "elasticsearch":
         _secure_elasticsearch(building, env)
+        if spec.tls:
+            _certify_elasticsearch(building, env)
     elif spec.secure:  # the plugin's own script: demo TLS certificates, security config, admin password
         script = building / "plugins" / "opensearch-security" / "tools" / "install_demo_configuration.sh"
         script.chmod(0o755)
@@ -137,10 +140,51 @@ def assemble(spec: EngineSpec) -> Path:
             env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD},
             cwd=building,
         )
-    (building / ".assembled").touch()
+    (building / ".assembled").write_text(repr(spec))
     shutil.rmtree(home, ignore_errors=True)
     building.rename(home)
     return home
+
+
+def _certify_elasticsearch(home: Path, env: dict[str, str]) -> None:
+    """config/certs: a CA (`ca.crt`, what clients trust) and the node's HTTP certificate for 127.0.0.1 and
+    localhost, made by the distribution's own elasticsearch-certutil (PEM)."""
+    certs = home / "config" / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    certutil = str(home / "bin" / "elasticsearch-certutil")
+    _run([certutil, "ca", "--pem", "--silent", "--days", "3650", "--out", str(certs / "ca.zip")], env=env, cwd=home)
+    with zipfile.ZipFile(certs / "ca.zip") as z:
+        (certs / "ca.crt").write_bytes(z.read("ca/ca.crt"))
+        (certs / "ca.key").write_bytes(z.read("ca/ca.key"))
+    _run(
+        [
+            certutil,
+            "cert",
+            "--pem",
+            "--silent",
+            "--days",
+            "3650",
+            "--ca-cert",
+            str(certs / "ca.crt"),
+            "--ca-key",
+            str(certs / "ca.key"),
+            "--ip",
+            "127.0.0.1",
+            "--dns",
+            "localhost",
+            "--name",
+            "http",
+            "--out",
+            str(certs / "http.zip"),
+        ],
+        env=env,
+        cwd=home,
+    )
+    with zipfile.ZipFile(certs / "http.zip") as z:
+        (certs / "http.crt").write_bytes(z.read("http/http.crt"))
+        (certs / "http.key").write_bytes(z.read("http/http.key"))
+    for made in ("ca.zip", "http.zip", "ca.key"):
+        (certs / made).unlink()
 
 
 def _secure_elasticsearch(home: Path, env: dict[str, str]) -> None:
@@ -306,6 +350,8 @@ def start(name: str, *, port: int | None = None, keep_data: bool = False) -> dic
     }
     if spec.distribution == "elasticsearch":
         record.update(username="elastic", password=ADMIN_PASSWORD, user=ES_USER, user_password=ES_USER_PASSWORD)
+        if spec.tls:
+            record.update(url=f"https://127.0.0.1:{port}", ca_file=str(home / "config" / "certs" / "ca.crt"))
     elif spec.secure:
         record.update(
             url=f"https://127.0.0.1:{port}",

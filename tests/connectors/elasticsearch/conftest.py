@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,7 +56,8 @@ def es_settings(name: str, alias: str) -> tuple[ElasticsearchSettings, Elasticse
     record = running(NODES[name])
     if record is None:
         service_missing(f"the {NODES[name]} test node is not running")
-    base = ElasticsearchSettings(url=str(record["url"]), index=alias, analyzer="standard", replicas=0)
+    ca_file = Path(str(record["ca_file"])) if record.get("ca_file") else None
+    base = ElasticsearchSettings(url=str(record["url"]), ca_file=ca_file, index=alias, analyzer="standard", replicas=0)
     user = base.model_copy(
         update={"username": str(record["user"]), "password": SecretStr(str(record["user_password"]))}
     )
@@ -63,6 +65,21 @@ def es_settings(name: str, alias: str) -> tuple[ElasticsearchSettings, Elasticse
         update={"username": str(record["username"]), "password": SecretStr(str(record["password"]))}
     )
     return user, superuser
+
+
+def settings_env(settings: ElasticsearchSettings) -> dict[str, str]:
+    """The DDR_ELASTICSEARCH__* variables that configure `settings` (for the CLI and worker processes)."""
+    env = {
+        "URL": str(settings.url),
+        "USERNAME": str(settings.username),
+        "PASSWORD": settings.password.get_secret_value() if settings.password else "",
+        "INDEX": settings.index,
+        "ANALYZER": settings.analyzer,
+        "REPLICAS": str(settings.replicas),
+    }
+    if settings.ca_file is not None:
+        env["CA_FILE"] = str(settings.ca_file)
+    return {f"DDR_ELASTICSEARCH__{key}": value for key, value in env.items()}
 
 
 def clean_up(settings: ElasticsearchSettings) -> None:
