@@ -58,6 +58,7 @@ PREFIX_TENSORS = ("keys", "values", "gates")
 _FIXED_ATTR = "model"  # the wrapper attribute: initializer names become "model.general.keys" etc.
 
 Progress = Callable[[str], None]
+TEMPLATE_FILE = "prefixed-template.onnx"  # the fixed graph domain modules are baked into; not kept
 
 
 def _wrappers():
@@ -303,13 +304,20 @@ def _export_graphs(model: DDRModel, root: Path, int8: bool, opset: int, say: Pro
     fp32 = root / Precision.FP32
 
     general = model.general
-    # Domain modules need a prefix in the fixed graph even without a general module: a zero-gated zero
-    # prefix is an exact no-op (gate 0 multiplies a finite difference), so passages still get the backbone.
+    # Domain modules are baked into a fixed graph that has prefix initializers, even without a general
+    # module (a zero-gated zero prefix is an exact no-op). Passages skip a no-op general module's prefix
+    # attention altogether (the backbone's vectors, ~20% less work), so they get a graph of their own.
     template_prefix = general if general is not None or not names else model.new_module()
     model.general = template_prefix
+    noop_general = model.general_is_noop()
+    template = fp32 / (TEMPLATE_FILE if noop_general else PASSAGE_FILE)
     try:
         say("exporting the passage encoder")
-        _trace(fixed_cls(model), (ids, mask), *fixed_io, fp32 / PASSAGE_FILE, opset)
+        if names or not noop_general:
+            _trace(fixed_cls(model), (ids, mask), *fixed_io, template, opset)
+        if noop_general:  # no general module at all: the same vectors (gate 0), decided before tracing
+            model.general = None
+            _trace(fixed_cls(model), (ids, mask), *fixed_io, fp32 / PASSAGE_FILE, opset)
     finally:
         model.general = general
     specs[graph_key(Role.PASSAGE, Precision.FP32)] = (
@@ -330,7 +338,7 @@ def _export_graphs(model: DDRModel, root: Path, int8: bool, opset: int, say: Pro
 
     for name in names:
         say(f"baking the query encoder for module {name!r}")
-        bake(fp32 / PASSAGE_FILE, fp32 / domain_file(name), baked(name))
+        bake(template, fp32 / domain_file(name), baked(name))
         specs[graph_key(Role.QUERY_DOMAIN, Precision.FP32, name)] = (
             f"fp32/{domain_file(name)}",
             Role.QUERY_DOMAIN,
@@ -339,6 +347,8 @@ def _export_graphs(model: DDRModel, root: Path, int8: bool, opset: int, say: Pro
             *fixed_io,
         )
 
+    if template.name == TEMPLATE_FILE:
+        template.unlink(missing_ok=True)
     if names:
         say("exporting the weighted query encoder and the router")
         weights = torch.full((ids.shape[0], len(names)), 1.0 / len(names))
