@@ -121,8 +121,17 @@ def build_backend(settings: Settings, dimension: int | None = None) -> Backend:
 
         return OpenSearchBackend.from_settings(settings, dimension)
     from connectors.embedded import EmbeddedBackend
+    from connectors.embedded.ann import AnnConfig
 
-    return EmbeddedBackend(settings.embedded_dir, dimension)
+    embedded = settings.embedded
+    ann = AnnConfig(
+        enabled=embedded.ann == "auto",
+        min_rows=embedded.ann_min_documents,
+        m=embedded.ann_m,
+        ef_construction=embedded.ann_ef_construction,
+        ef_search=embedded.ann_ef_search,
+    )
+    return EmbeddedBackend(settings.embedded_dir, dimension, ann=ann)
 
 
 def build_celery_app(settings: Settings, *, processes: int = 1, threads: int | None = None) -> Celery:

@@ -91,6 +91,16 @@ class ElasticsearchSettings(ClusterSettings):
     num_candidates: int = 100  # per kNN search (at least k)
 
 
+class EmbeddedSettings(BaseModel):
+    """The embedded store's approximate index (connectors/embedded/ann.py; bench/reports/ann.md measured it)."""
+
+    ann: Literal["auto", "off"] = "auto"  # auto: an HNSW graph once the store holds ann_min_documents
+    ann_min_documents: int = Field(200_000, ge=1)  # below: exact search, fast enough there
+    ann_m: int = Field(32, ge=4)
+    ann_ef_construction: int = Field(80, ge=8)
+    ann_ef_search: int = Field(128, ge=1)
+
+
 class SearchSettings(BaseModel):
     """Query-path defaults (docs/architecture.md section 6 measured these)."""
 
@@ -127,6 +137,7 @@ class Settings(BaseSettings):
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="before")

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from connectors.embedded import snapshot as snapshots
+from connectors.embedded.ann import AnnConfig
 from connectors.embedded.store import DocumentStore
 from ddr_search.errors import BackendError, InputError
 from ddr_search.filters import Filters
@@ -28,10 +29,11 @@ class EmbeddedBackend:
 
     kind = "embedded"
 
-    def __init__(self, directory: Path, dimension: int | None = None) -> None:
+    def __init__(self, directory: Path, dimension: int | None = None, *, ann: AnnConfig | None = None) -> None:
         self.directory = Path(directory)
         self.store = DocumentStore(self.directory)
         self.dimension = dimension
+        self.ann = ann or AnnConfig()
         self._snapshot: snapshots.Snapshot | None = None
 
     # -- writes -----------------------------------------------------------------------------------
@@ -67,13 +69,13 @@ class EmbeddedBackend:
             return current
         for _attempt in range(5):
             try:
-                path = snapshots.ensure_built(self.store)
+                path = snapshots.ensure_built(self.store, self.ann)
             except OSError as e:
                 if strict:
                     raise
                 return self._fall_back(e)
             try:
-                self._snapshot = snapshots.load(path)
+                self._snapshot = snapshots.load(path, self.ann)
                 break
             except (OSError, InputError):  # pruned by a newer build between ensure_built and load
                 log.debug("snapshot %s was replaced while loading; retrying", path)
@@ -90,7 +92,7 @@ class EmbeddedBackend:
                 "Free space and search again (the documents are stored)"
             ) from error
         if self._snapshot is None or snapshots.snapshot_dir(self.directory, self._snapshot.generation) != path:
-            self._snapshot = snapshots.load(path)
+            self._snapshot = snapshots.load(path, self.ann)
         log.warning(
             "searching an older index (%s): a new one cannot be built (%s); documents stored since are not "
             "searchable until space is freed",

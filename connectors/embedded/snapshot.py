@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from connectors.embedded import ann
+from connectors.embedded.ann import AnnConfig, AnnIndex
 from connectors.embedded.store import DocumentStore
 from ddr_search.retrieval.bm25 import BM25Index
 from ddr_search.types import ScoredIds
@@ -54,6 +56,7 @@ class Snapshot:
     _rows: dict[str, int] | None = None  # id -> row, built on the first filtered search
     _filter_masks: OrderedDict[object, np.ndarray] = field(default_factory=OrderedDict)  # filters -> rows, LRU
     _coarse: Callable[[np.ndarray], np.ndarray] | None = None  # built on first large dense search
+    ann: AnnIndex | None = None  # the approximate graph of a large store (connectors/embedded/ann.py)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,6 +117,13 @@ class Snapshot:
         k = min(k, len(self) if mask is None else int(mask.sum()))
         if k == 0:
             return []
+        fetch = min(k + max(k, RESCORE_MARGIN), len(self))
+        if self.ann is not None:
+            if mask is not None and int(mask.sum()) <= self.ann.config.exact_filtered_rows:
+                candidates = np.flatnonzero(mask)  # few rows: scanned exactly, the graph would lose recall
+            else:
+                candidates = self.ann.candidates(query, fetch, mask)
+            return self._rescored(np.sort(candidates), query, k)
         coarse_scorer = self._coarse_scorer()
         if coarse_scorer is None:
             scores = _matvec(self.vectors, query)
@@ -122,8 +132,11 @@ class Snapshot:
         coarse = coarse_scorer(query)
         if mask is not None:
             coarse = np.where(mask, coarse, -np.inf)
-        candidates = _top_rows(coarse, min(k + max(k, RESCORE_MARGIN), len(self)))
-        candidates = np.sort(candidates[np.isfinite(coarse[candidates])])
+        candidates = _top_rows(coarse, fetch)
+        return self._rescored(np.sort(candidates[np.isfinite(coarse[candidates])]), query, k)
+
+    def _rescored(self, candidates: np.ndarray, query: np.ndarray, k: int) -> ScoredIds:
+        """The best k of `candidates` (sorted rows) by exact float32 inner product; ties by row."""
         exact = _matvec(np.asarray(self.vectors[candidates]), query)
         order = np.lexsort((candidates, -exact))[:k]
         return [(str(self.ids[candidates[i]]), float(exact[i])) for i in order]
@@ -219,8 +232,9 @@ def build_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_built(store: DocumentStore) -> Path:
-    """The snapshot folder of the store's current generation, building it if no process has yet."""
+def ensure_built(store: DocumentStore, config: AnnConfig) -> Path:
+    """The snapshot folder of the store's current generation, building it if no process has yet (the
+    approximate graph, for a large store, extends the previous generation's)."""
     generation = store.generation()
     target = snapshot_dir(store.directory, generation)
     if (target / INFO).exists():
@@ -229,16 +243,16 @@ def ensure_built(store: DocumentStore) -> Path:
         rows = store.rows()  # may be newer than `generation`: build that one instead
         target = snapshot_dir(store.directory, rows.generation)
         if not (target / INFO).exists():
-            _write(rows, target)
+            _write(rows, target, config, previous=latest_complete(store.directory))
         _prune(store.directory, keep=target)
     return target
 
 
-def _write(rows, target: Path) -> None:  # type: ignore[no-untyped-def]
+def _write(rows, target: Path, config: AnnConfig, previous: Path | None) -> None:  # type: ignore[no-untyped-def]
     """Build in a staging folder, then rename it in; a failed build (a full disk) leaves nothing behind."""
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
-        _fill(rows, staging)
+        _fill(rows, staging, config, previous)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -252,7 +266,7 @@ def latest_complete(directory: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _fill(rows, staging: Path) -> None:  # type: ignore[no-untyped-def]
+def _fill(rows, staging: Path, config: AnnConfig, previous: Path | None) -> None:  # type: ignore[no-untyped-def]
     names = sorted({d for d in rows.domains if d is not None})
     index = {name: code for code, name in enumerate(names)}
     codes = np.array([index[d] if d is not None else NO_DOMAIN for d in rows.domains], dtype=np.int32)
@@ -265,6 +279,7 @@ def _fill(rows, staging: Path) -> None:  # type: ignore[no-untyped-def]
     except ValueError:  # bm25s cannot index a corpus without a single token (every text like "a"): no matches
         bm25 = BM25Index.build([], [])
     bm25.save(staging / BM25_DIR)
+    ann.build(rows.ids, rows.vectors, config, previous, staging)
     info = {"generation": rows.generation, "count": len(rows.ids), "dimension": rows.dimension, "domains": names}
     (staging / INFO).write_text(json.dumps(info))  # written last: its presence marks a complete snapshot
 
@@ -284,11 +299,12 @@ def _prune(directory: Path, keep: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def load(path: Path) -> Snapshot:
+def load(path: Path, config: AnnConfig) -> Snapshot:
     """Load a finished snapshot; raises FileNotFoundError if a newer build pruned it meanwhile."""
     info = json.loads((path / INFO).read_text())
     ids = np.load(path / IDS)
     vectors = np.load(path / VECTORS, mmap_mode="r" if info["count"] else None)
     codes = np.load(path / DOMAINS)
     bm25 = BM25Index.load(path / BM25_DIR)
-    return Snapshot(info["generation"], ids, vectors, codes, list(info["domains"]), bm25)
+    graph = ann.load(path, config)
+    return Snapshot(info["generation"], ids, vectors, codes, list(info["domains"]), bm25, ann=graph)
