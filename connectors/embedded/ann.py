@@ -13,7 +13,9 @@ rows exactly instead (HNSW recall falls with a selective filter).
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ GRAPH_FILE = "ann.faiss"
 LABEL_IDS = "ann-ids.npy"  # label -> document id (what it was added for)
 LABEL_PRINTS = "ann-prints.npy"  # label -> fingerprint of the vector it was added with
 LABEL_ROWS = "ann-rows.npy"  # label -> row of this generation, -1 for a tombstone
+BUILD_INFO = "ann.json"  # what the last build did: rows, labels added / kept, tombstones, seconds
 _PRINT_SEED = 20261206
 
 
@@ -35,8 +38,8 @@ class AnnConfig:
     enabled: bool = True
     min_rows: int = 200_000  # below this, exact search (the int8 coarse scan + exact rescoring) is used
     m: int = 32  # HNSW neighbours per node
-    ef_construction: int = 80
-    ef_search: int = 128  # candidates explored per query (at least the rows fetched for rescoring)
+    ef_construction: int = 128
+    ef_search: int = 512  # candidates explored per query (at least the rows fetched for rescoring)
     exact_filtered_rows: int = 50_000  # a filter leaving at most this many rows is scanned exactly
     rebuild_ratio: float = 0.3  # tombstones above this share of the graph trigger a rebuild
 
@@ -95,6 +98,7 @@ def build(
         return None
     import faiss
 
+    started = time.perf_counter()
     prints = fingerprints(vectors)
     index = _reusable(previous, config, vectors.shape[1])
     rows_of_label: np.ndarray
@@ -114,6 +118,7 @@ def build(
         graph.add(np.ascontiguousarray(vectors, dtype=np.float32))
         label_ids, label_prints = np.array(ids, dtype=str), prints
         rows_of_label = np.arange(len(ids), dtype=np.int64)
+        added_count = len(ids)
     else:
         graph = index.graph
         added = np.flatnonzero(~same)
@@ -126,10 +131,22 @@ def build(
         rows_of_label = np.full(len(label_ids), -1, dtype=np.int64)
         rows_of_label[reuse[same]] = np.flatnonzero(same)
         rows_of_label[first + np.arange(len(added))] = added
+        added_count = len(added)
     faiss.write_index(graph, str(target / GRAPH_FILE))
     np.save(target / LABEL_IDS, label_ids)
     np.save(target / LABEL_PRINTS, label_prints)
     np.save(target / LABEL_ROWS, rows_of_label)
+    info = {
+        "rows": len(ids),
+        "labels": len(label_ids),
+        "added": added_count,
+        "kept": len(ids) - added_count,
+        "tombstones": int((rows_of_label < 0).sum()),
+        "rebuilt": index is None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (target / BUILD_INFO).write_text(json.dumps(info))
+    log.info("ANN graph: %s", info)
     return AnnIndex(graph, label_ids, label_prints, rows_of_label, config)
 
 
