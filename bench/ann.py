@@ -2,9 +2,10 @@
 the approximate graph (faiss HNSW + exact rescoring), in one run on one store per size.
 
 Documents: the real passages of SciFact and NFCorpus (test corpora, encoded by the shipped
-store's passage encoder; read from the evaluation cache) plus synthetic neighbours of them up to the size
-(each a real vector plus noise, renormalised: cosine ~0.8 to its source; its text a slice of the source's
-words), so real queries meet a realistic geometry. Queries: the real test questions of both sets.
+store's passage encoder; read from the evaluation cache) plus synthetic ones up to the size (each a blend
+of two real vectors, weights 0.5-1 and the rest, plus a little noise, renormalised; its text a slice of the
+first source's words), so real queries meet the geometry of the real corpus, densely filled. Queries: the
+real test questions of both sets.
 
 - recall@10 of the graph against exact search, for every query, unfiltered and with a domain filter
   (the source set) and a rare metadata filter (~1% of the rows, scanned exactly);
@@ -228,7 +229,7 @@ def markdown(report: dict) -> str:
         "# Embedded search past one million documents: exact scan vs HNSW graph",
         "",
         f"{report['real_documents']} real passages (SciFact and NFCorpus test corpora, the shipped passage "
-        "encoder) and noisy neighbours of them up to each size; "
+        "encoder) and blends of them up to each size; "
         f"{report['queries']} real test questions of both sets. Graph: faiss HNSW, M {g['m']}, "
         f"efConstruction {g['ef_construction']}, efSearch {g['ef_search']}; its candidates rescored exactly. "
         f"Exact: the int8 coarse scan + exact rescoring. Query encoder: {report['encoder']} (auto routing). "
@@ -267,7 +268,8 @@ def markdown(report: dict) -> str:
         "",
         "![latency](ann.png)",
         "",
-        "Reproduce: `python bench/ann.py` (about 30 minutes here; `--sizes 100000` alone takes a few).",
+        "Reproduce: `ddr-search export --int8 --out DIR`, then `python bench/ann.py --onnx DIR` (about 25 minutes "
+        "here; `--sizes 200000` alone takes a few).",
         "",
     ]
     return "\n".join(lines)

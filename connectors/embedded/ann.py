@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ LABEL_PRINTS = "ann-prints.npy"  # label -> fingerprint of the vector it was add
 LABEL_ROWS = "ann-rows.npy"  # label -> row of this generation, -1 for a tombstone
 BUILD_INFO = "ann.json"  # what the last build did: rows, labels added / kept, tombstones, seconds
 _PRINT_SEED = 20261206
+MASK_BITMAPS = 16  # filter bitmaps kept per graph (a domain, a frequent metadata filter)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class AnnIndex:
     label_rows: np.ndarray  # [labels] int64, -1 = tombstone
     config: AnnConfig
     _alive_bits: np.ndarray | None = None
+    # filter masks (the snapshot's cached arrays, held here so their ids stay theirs) -> label bitmaps
+    _mask_bits: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=OrderedDict)
 
     @property
     def tombstones(self) -> int:
@@ -73,10 +77,7 @@ class AnnIndex:
         params.efSearch = max(self.config.ef_search, fetch)
         bits = None
         if mask is not None:
-            allowed = np.zeros(len(self.label_rows), dtype=bool)
-            live = self.label_rows >= 0
-            allowed[live] = mask[self.label_rows[live]]
-            bits = np.packbits(allowed, bitorder="little")
+            bits = self._bits_of(mask)
         elif self.tombstones:
             if self._alive_bits is None:
                 self._alive_bits = np.packbits(self.label_rows >= 0, bitorder="little")
@@ -87,6 +88,21 @@ class AnnIndex:
         _, labels = self.graph.search(np.asarray(query, dtype=np.float32)[None], fetch, params=params)
         found = labels[0][labels[0] >= 0]
         return self.label_rows[found]
+
+    def _bits_of(self, mask: np.ndarray) -> np.ndarray:
+        """The label bitmap of a row mask; cached, since the snapshot hands the same array for a filter."""
+        cached = self._mask_bits.get(id(mask))
+        if cached is not None and cached[0] is mask:
+            self._mask_bits.move_to_end(id(mask))
+            return cached[1]
+        allowed = np.zeros(len(self.label_rows), dtype=bool)
+        live = self.label_rows >= 0
+        allowed[live] = mask[self.label_rows[live]]
+        bits = np.packbits(allowed, bitorder="little")
+        self._mask_bits[id(mask)] = (mask, bits)
+        while len(self._mask_bits) > MASK_BITMAPS:
+            self._mask_bits.popitem(last=False)
+        return bits
 
 
 def build(
