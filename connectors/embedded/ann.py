@@ -39,9 +39,9 @@ class AnnConfig:
 
     enabled: bool = True
     min_rows: int = 200_000  # below this, exact search (the int8 coarse scan + exact rescoring) is used
-    m: int = 32  # HNSW neighbours per node
-    ef_construction: int = 128
-    ef_search: int = 512  # candidates explored per query (at least the rows fetched for rescoring)
+    m: int = 48  # HNSW neighbours per node
+    ef_construction: int = 200
+    ef_search: int = 1024  # candidates explored per query (at least the rows fetched for rescoring)
     exact_filtered_rows: int = 50_000  # a filter leaving at most this many rows is scanned exactly
     rebuild_ratio: float = 0.3  # tombstones above this share of the graph trigger a rebuild
 
