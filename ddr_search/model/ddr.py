@@ -115,7 +115,7 @@ class DDRModel(nn.Module):
     # -- encoding -------------------------------------------------------------------------------
     def general_is_noop(self) -> bool:
         """All gates at zero: the general module alone changes nothing (prefix.py), so inference on the
-        general module alone may skip its prefix attention and get the backbone's vectors bit for bit."""
+        general module alone may skip its prefix attention and run the plain backbone (torch's fused attention)."""
         return self.general is None or not bool(self.general.gates.detach().any())
 
     def prefix_state(
@@ -154,7 +154,8 @@ class DDRModel(nn.Module):
         """Pooled (normalised) embeddings; weights None = the passage encoder (general module only).
 
         `skip_noop_general` (inference): a no-op general module's prefix attention is not computed at all
-        (same vectors, bit for bit, ~20% less work); training and the ONNX export keep it in the graph."""
+        (the same vectors to float rounding through torch's fused attention, about 2x the passages/s of the
+        computed prefix); training keeps it."""
         self._holder.state = self.prefix_state(attention_mask, weights, skip_noop_general)
         try:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

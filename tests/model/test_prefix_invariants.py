@@ -102,8 +102,9 @@ def test_module_size_at_the_default_length(fresh_backbone):
 
 
 def test_a_noop_general_module_is_skipped_on_the_passage_path_and_nothing_changes(fresh_backbone, real_texts):
-    """Passages through a general module whose gates are all zero skip its prefix attention (about 1.3x
-    faster): the vectors equal, bit for bit, those with the prefix computed; an active module is kept."""
+    """Passages through a general module whose gates are all zero skip its prefix attention and run torch's
+    fused attention (about 2x faster): the vectors equal those with the prefix computed to float rounding;
+    an active module is kept."""
     from ddr_search.model.encoder import TorchEncoder
 
     model = DDRModel(fresh_backbone, prefix_length=8)
@@ -113,7 +114,7 @@ def test_a_noop_general_module_is_skipped_on_the_passage_path_and_nothing_change
         batch = encoder.tokenize([text], encoder.max_passage_length)
         with torch.inference_mode():
             computed = model(batch["input_ids"], batch["attention_mask"]).numpy()  # prefix attention computed
-        assert np.array_equal(encoder.encode_passages([text]), computed)
+        assert np.abs(encoder.encode_passages([text]) - computed).max() <= 1e-6
     before = encoder.encode_passages(real_texts)
     perturb(model.general, seed=1)
     assert not model.general_is_noop()
