@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.engines.catalog import DEFAULT_ENGINES, ENGINES
-from tests.engines.node import EngineError, assemble, running, start, stop
+from tests.engines.node import EngineError, assemble, assembled, running, start, stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     began = time.monotonic()
     try:
-        for name in names:  # assembly uses Maven's cache: one at a time
-            assemble(ENGINES[name])
+        for name in names:  # assembly uses Maven's cache: one at a time; never under a running node
+            if not assembled(ENGINES[name]):
+                stop(name)
+                assemble(ENGINES[name])
         with ThreadPoolExecutor(len(names)) as pool:  # the nodes boot in parallel
             records = list(pool.map(start, names))
     except EngineError as e:

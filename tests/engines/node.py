@@ -103,14 +103,21 @@ def _unzip_flat(archive: Path, into: Path) -> None:
     staging.rmdir()
 
 
+def assembled(spec: EngineSpec) -> bool:
+    """Its home was built from this very spec (a changed spec, e.g. TLS turned on, needs a new one)."""
+    home = ENGINES_HOME / (spec.home_of or spec.name) / "home"
+    with contextlib.suppress(OSError):
+        return (home / ".assembled").read_text() == repr(ENGINES[spec.home_of] if spec.home_of else spec)
+    return False
+
+
 def assemble(spec: EngineSpec) -> Path:
     """`<name>/home`: the distribution, its rebuilt modules and plugins; built once, atomically."""
     if spec.home_of:
         return assemble(ENGINES[spec.home_of])
     home = ENGINES_HOME / spec.name / "home"
-    with contextlib.suppress(OSError):
-        if (home / ".assembled").read_text() == repr(spec):  # built from this very spec
-            return home
+    if assembled(spec):
+        return home
     building = home.with_name("home.building")
     shutil.rmtree(building, ignore_errors=True)
     _unzip_flat(maven_artifact(spec.zip), building)
@@ -288,9 +295,9 @@ def start(name: str, *, port: int | None = None, keep_data: bool = False) -> dic
     A fresh start wipes the node's data; `restart` passes the old port and `keep_data` (a node coming
     back after a crash, with everything it had acknowledged).
     """
-    if (record := running(name)) is not None:
-        return record
     spec = ENGINES[name]
+    if (record := running(name)) is not None and assembled(spec):
+        return record
     stop(name)
     home = assemble(spec)
     root = ENGINES_HOME / spec.name
