@@ -78,6 +78,13 @@ def leave_one_out_scores(vectors: Matrix, method: ProfileMethod, neighbours: int
     return out
 
 
+def profile_rows(count: int, *, limit: int | None = PROFILE_SIZE, seed: int = 0) -> NDArray[np.int64]:
+    """The rows of `count` training queries a profile keeps: all, or `limit` of them (seeded, in order)."""
+    if limit is None or count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
 def calibrate(
     module: str,
     vectors: Matrix,
@@ -96,10 +103,7 @@ def calibrate(
     method = ProfileMethod(method)
     if not 0.0 <= quantile < 1.0:
         raise InputError(f"routing quantile must be in [0, 1), got {quantile}")
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if limit is not None and vectors.shape[0] > limit:
-        rows = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], limit, replace=False))
-        vectors = vectors[rows]
+    vectors = np.asarray(vectors, dtype=np.float32)[profile_rows(len(vectors), limit=limit, seed=seed)]
     unit = _unit(vectors).astype(np.float16).astype(np.float32)
     loo = leave_one_out_scores(unit, method, neighbours)
     threshold = float(np.quantile(loo, quantile)) if quantile > 0 else float(loo.min())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,14 @@ from ddr_search.model.backbone import Backbone, load_backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, module_tensors, save_store
-from ddr_search.routing import calibrate
+from ddr_search.routing import calibrate, profile_rows
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.dual import DualTask
 from ddr_search.training.loop import TrainResult, train
 from ddr_search.training.pairs import Pair, split_dev
 from ddr_search.training.passages import encode_cached
-from ddr_search.training.selfsup import pairs_from_corpus
+from ddr_search.training.selfsup import LABEL_FREE_BUDGET, LabelFreeBudget, label_free_pairs
 from ddr_search.types import Document, RoutingMode
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,8 @@ def attach_profile(
     (ddr_search.routing): nothing of any other module goes into it, so domains stay independent."""
     encoder = TorchEncoder(model, backbone.tokenizer, max_query_length=config.max_query_length)
     unique = list(dict.fromkeys(queries))
-    vectors = encoder.encode_queries(unique, routing=RoutingMode.NONE).vectors
+    kept = [unique[i] for i in profile_rows(len(unique), seed=config.seed)]  # only what the profile keeps
+    vectors = encoder.encode_queries(kept, routing=RoutingMode.NONE).vectors
     model.profiles[module] = calibrate(module, vectors, seed=config.seed)
 
 
@@ -300,10 +301,13 @@ def train_domain(
     cache_dir: Path | None = None,
     passage_length: int | None = None,
     dev: Sequence[Pair] | None = None,
+    budget: LabelFreeBudget = LABEL_FREE_BUDGET,
 ) -> tuple[DDRModel, TrainResult]:
     """Add one domain: labelled pairs, or self-supervised pairs from `corpus` when no pairs are given.
 
     `dev`: held-out pairs for early stopping (default: `config.dev_fraction` of the pairs).
+    `budget`: how much a label-free module trains on (selfsup.LabelFreeBudget); its fusion stays the
+    general default, as its dev queries are pseudo-queries.
 
     Only the new module and its router row train. Asserts afterwards that every other module, the
     other router rows and the passage embeddings are bit-identical to before.
@@ -316,7 +320,13 @@ def train_domain(
         raise InputError(f"module {name!r} already exists in {store}; pick a new name or retrain with train domains")
     label_free = pairs is None
     if label_free:
-        pairs = pairs_from_corpus(corpus, domain=name, seed=config.seed)
+        pairs, dev = label_free_pairs(corpus, name, budget, dev_fraction=config.dev_fraction, seed=config.seed)
+        passage_length = passage_length or budget.passage_tokens
+        config = replace(
+            config,
+            max_query_length=min(config.max_query_length, budget.query_tokens),
+            max_steps=config.max_steps or budget.steps(config.batch_size * config.accumulation),
+        )
     pairs = [Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in pairs]
     before = {n: module_tensors(m) for n, m in model.domain_modules.items()}
     if model.general is not None:
@@ -345,7 +355,8 @@ def train_domain(
     freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)
     attach_profile(model, loaded, name, [p.query for p in (*pairs, *(dev or ()))], config)
-    attach_fusion(model, task, name)
+    if not label_free:  # pseudo-queries are the corpus's own words: BM25 would win them all
+        attach_fusion(model, task, name)
     notes = {**config.to_notes(), **result.notes(), **counts, "label_free": int(label_free)}
     save_store(model, out, notes={name: notes})
     return model, result

@@ -1,0 +1,176 @@
+"""Label-free modules: what a module trained from a corpus alone (no queries) gains, and what it costs.
+
+    python bench/labelfree.py            # about 25 minutes on 2 cores
+
+For each dev corpus (SciFact train queries, NFCorpus dev, MedQuAD dev, PubMedQA train: no test split
+is read), `train_domain` with no pairs, as `ddr-search train domain NAME --corpus F` runs it: default
+settings and budget (training/selfsup.LabelFreeBudget), a fresh passage cache, so the seconds include
+model load, encoding the corpus and training. MedQuAD is cut to 10,000 documents (every document a
+dev query judges, then a seeded sample) to time the 10k-document case. Dense nDCG@10 / R@100 by
+ir-measures of the frozen encoder and of the label-free module named as the query's domain (prior),
+over the set's full passages (frozen vectors; the general module is the no-op).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from _common import BEIR, REPO, REPORTS, machine
+
+SETS = {  # name: (dev split, passage tokens at evaluation, documents kept)
+    "pubmedqa": ("train", 256, None),
+    "nfcorpus": ("dev", 128, None),
+    "scifact": ("train", 256, None),
+    "medquad": ("dev", 128, 10_000),
+}
+TARGET_GAIN, MAX_LOSS, MAX_SECONDS_10K = 0.01, 0.005, 600
+
+
+def cut(corpus: dict, qrels: dict, size: int | None) -> dict:
+    """Every judged document, then a seeded sample of the rest, up to `size`."""
+    if size is None or len(corpus) <= size:
+        return corpus
+    judged = sorted({d for q in qrels.values() for d in q if d in corpus})
+    rest = sorted(set(corpus) - set(judged))
+    random.Random(0).shuffle(rest)
+    keep = set(judged + rest[: size - len(judged)])
+    return {k: v for k, v in corpus.items() if k in keep}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=Path, default=REPORTS)
+    parser.add_argument("--sets", nargs="*", default=list(SETS))
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    from ddr_search.data.beir import load_beir
+    from ddr_search.evaluation.cache import encode_corpus
+    from ddr_search.evaluation.harness import default_cache_dir, exact_top_k, passage_texts
+    from ddr_search.evaluation.metrics import score_run
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.training.api import train_domain
+    from ddr_search.training.config import TrainConfig
+    from ddr_search.types import Document, RoutingMode
+
+    frozen_model = TorchEncoder.load(None)
+    rows = {}
+    for name in args.sets:
+        split, length, size = SETS[name]
+        corpus, queries, qrels = load_beir(BEIR / name, split)
+        corpus = cut(corpus, qrels, size)
+        docs = [Document(id=i, title=d.get("title", ""), text=d["text"]) for i, d in corpus.items()]
+        with tempfile.TemporaryDirectory() as work:
+            config = TrainConfig(show_progress=False)
+            started = time.perf_counter()
+            _, result = train_domain(
+                "unlabelled", REPO / "ddr_search" / "pretrained", Path(work) / "store", config,
+                corpus=docs, cache_dir=Path(work) / "cache",
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            module = TorchEncoder.load(Path(work) / "store")
+        frozen = TorchEncoder(frozen_model.model, frozen_model.tokenizer, max_passage_length=length)
+        ids, texts = passage_texts(corpus)
+        matrix = encode_corpus(frozen, ids, texts, cache_dir=default_cache_dir(), show_progress=False).vectors
+        qids = list(queries)
+        scores = {}
+        for row, (encoder, options) in {
+            "frozen": (frozen, {"routing": RoutingMode.NONE}),
+            "label-free (prior)": (module, {"domain": "unlabelled"}),
+        }.items():
+            vectors = encoder.encode_queries([queries[q] for q in qids], **options).vectors
+            tops = exact_top_k(vectors, matrix, 100)
+            run = {q: [(ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
+            scores[row] = {k: round(v, 4) for k, v in score_run(qrels, run, ("nDCG@10", "R@100"))[0].items()}
+        delta = scores["label-free (prior)"]["nDCG@10"] - scores["frozen"]["nDCG@10"]
+        rows[name] = {
+            "split": split,
+            "documents": len(docs),
+            "queries": len(qids),
+            "seconds": round(seconds, 1),
+            "steps": result.steps,
+            "pseudo_dev_ndcg": [round(result.baseline_dev, 4), round(result.best_dev, 4)],
+            **scores,
+            "delta_ndcg10": round(delta, 4),
+        }
+        print(json.dumps({name: rows[name]}), flush=True)
+    report = {"machine": machine("torch", "transformers", "ir-measures"), "sets": rows}
+    report["targets"] = targets(rows)
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / "labelfree.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.reports / "labelfree.md").write_text(markdown(report))
+    plot(rows, args.reports / "labelfree.png")
+    print(markdown(report))
+    return 0
+
+
+def targets(rows: dict) -> list[dict[str, object]]:
+    gains = sorted((r["delta_ndcg10"] for r in rows.values()), reverse=True)
+    ten_k = [r["seconds"] for r in rows.values() if r["documents"] >= 10_000]
+    two_gain = len(gains) > 1 and gains[1] >= TARGET_GAIN
+    return [
+        {"target": "+1.0 nDCG@10 on at least two dev corpora", "value": gains[:2], "met": two_gain},
+        {"target": "never loses more than 0.005", "value": gains[-1], "met": gains[-1] >= -MAX_LOSS},
+        {"target": "10k documents in <= 600 s", "value": ten_k, "met": bool(ten_k) and max(ten_k) <= MAX_SECONDS_10K},
+    ]
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Label-free modules (`python bench/labelfree.py`)",
+        "",
+        "A module trained from each corpus alone (no queries), with the defaults of "
+        "`ddr-search train domain NAME --corpus F`; dense nDCG@10 / R@100 (ir-measures) on the corpus's "
+        "dev queries, frozen encoder vs the module named as the domain. Seconds: the whole `train_domain` "
+        "call with an empty passage cache (model load, encoding the corpus at 128 tokens, training).",
+        "",
+        "| corpus (dev split) | documents | queries | frozen nDCG@10 | label-free nDCG@10 | delta "
+        "| R@100 frozen / label-free | training s | steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["sets"].items():
+        f, m = r["frozen"], r["label-free (prior)"]
+        lines.append(
+            f"| {name} ({r['split']}) | {r['documents']:,} | {r['queries']:,} | {f['nDCG@10']:.4f} "
+            f"| {m['nDCG@10']:.4f} | {r['delta_ndcg10']:+.4f} | {f['R@100']:.4f} / {m['R@100']:.4f} "
+            f"| {r['seconds']:.0f} | {r['steps']} |"
+        )
+    lines += ["", "| target | value | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |" for t in report["targets"]]
+    m = report["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cpu_count']} cores, load {m['load_average_1_5_15']}.", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = list(rows)
+    left.bar(names, [rows[n]["delta_ndcg10"] * 100 for n in names], color="tab:green")
+    left.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    left.axhline(-0.5, color="tab:red", linestyle=":", linewidth=1)
+    left.set_ylabel("dense nDCG@10 gain (points)")
+    left.set_title("label-free module vs frozen (dev)")
+    docs = [rows[n]["documents"] for n in names]
+    right.plot(docs, [rows[n]["seconds"] for n in names], "o-")
+    right.axhline(MAX_SECONDS_10K, color="grey", linestyle="--", linewidth=1)
+    right.set_xlabel("documents")
+    right.set_ylabel("training seconds (incl. encoding)")
+    right.set_title("label-free training time, 2 cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
