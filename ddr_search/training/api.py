@@ -68,9 +68,11 @@ def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
-def passage_encoder(model: DDRModel, backbone: Backbone, max_length: int | None = None) -> TorchEncoder:
+def passage_encoder(
+    model: DDRModel, backbone: Backbone, max_length: int | None = None, *, show_progress: bool = True
+) -> TorchEncoder:
     return TorchEncoder(
-        model, backbone.tokenizer, max_passage_length=max_length or backbone.max_seq_length, show_progress=True
+        model, backbone.tokenizer, max_passage_length=max_length or backbone.max_seq_length, show_progress=show_progress
     )
 
 
@@ -93,9 +95,11 @@ def build_candidates(
                 texts.append(passage_text(p.title, p.text))
     parts = []
     if corpus_texts:
-        parts.append(encode_cached(encoder, texts[:corpus_texts], cache_dir, ids=ids))
+        parts.append(
+            encode_cached(encoder, texts[:corpus_texts], cache_dir, ids=ids, show_progress=encoder.show_progress)
+        )
     if len(texts) > corpus_texts:
-        parts.append(encode_cached(encoder, texts[corpus_texts:], cache_dir))
+        parts.append(encode_cached(encoder, texts[corpus_texts:], cache_dir, show_progress=encoder.show_progress))
     return Candidates(np.concatenate(parts) if len(parts) > 1 else parts[0], rows, texts)
 
 
@@ -161,7 +165,7 @@ def domain_task(
     `config.dev_fraction` of their queries. `passages`: the passage encoder (default: this model's).
     `passage_lengths`: per-domain passage token limit (default: the backbone's, as indexing uses).
     """
-    encoder = passages or passage_encoder(model, loaded)
+    encoder = passages or passage_encoder(model, loaded, show_progress=config.show_progress)
     dev = list(dev or [])
     domains = sorted({p.domain or "" for p in pairs})
 
@@ -332,7 +336,7 @@ def train_domain(
     if model.general is not None:
         before[GENERAL] = module_tensors(model.general)
     router_before = model.router.weight.detach().clone()
-    encoder = passage_encoder(model, loaded)
+    encoder = passage_encoder(model, loaded, show_progress=config.show_progress)
     version, probe = encoder.version, _probe_passages(encoder, {})
     model.add_domain_module(name)
     row = model.module_names.index(name)

@@ -12,7 +12,7 @@ from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder
 from ddr_search.model.store import load_store, save_store
-from ddr_search.routing import PROFILES_DIR, ProfileMethod, calibrate, leave_one_out_scores
+from ddr_search.routing import PROFILES_DIR, ProfileMethod, calibrate, leave_one_out_scores, profile_rows
 from ddr_search.types import RoutingMode
 
 LEGAL = [
@@ -143,6 +143,15 @@ def test_the_threshold_lets_the_chosen_share_of_training_queries_fall_below(meth
     profile = calibrate("x", vectors, method=method, quantile=0.1, neighbours=5)
     below = leave_one_out_scores(vectors, method, 5) < profile.threshold
     assert below.mean() == pytest.approx(0.1, abs=0.02)  # stored vectors are float16-rounded
+
+
+def test_a_profile_from_only_the_rows_it_keeps_equals_one_from_every_query():
+    """Training encodes only `profile_rows` of its queries (label-free corpora make tens of thousands)."""
+    vectors = np.random.default_rng(1).normal(size=(300, 8)).astype(np.float32)
+    whole = calibrate("x", vectors, limit=100, seed=3, neighbours=5)
+    kept = calibrate("x", vectors[profile_rows(300, limit=100, seed=3)], limit=100, seed=3, neighbours=5)
+    assert np.array_equal(whole.vectors, kept.vectors) and whole.threshold == kept.threshold
+    assert np.array_equal(profile_rows(50, limit=100), np.arange(50))
 
 
 def test_threads_encoding_at_once_each_see_their_own_prefixes(model, fresh_backbone):

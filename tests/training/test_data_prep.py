@@ -11,7 +11,7 @@ from ddr_search.training.beir_pairs import pairs_from_beir
 from ddr_search.training.corpus import read_corpus
 from ddr_search.training.mining import mine_bm25, mine_dense
 from ddr_search.training.pairs import Pair, Passage
-from ddr_search.training.selfsup import PseudoQuery, pairs_from_corpus, sentences
+from ddr_search.training.selfsup import LabelFreeBudget, PseudoQuery, label_free_pairs, pairs_from_corpus, sentences
 from ddr_search.types import Document
 
 
@@ -73,6 +73,21 @@ def test_self_supervised_pairs_point_at_their_document():
             assert pair.query == doc.title
     assert not any(p.positives[0].id == "d3" for p in pairs)
     assert pairs_from_corpus(DOCS, seed=1) == [Pair(p.query, p.positives, (), None, p.query_id) for p in pairs]
+
+
+def test_label_free_pairs_hold_out_whole_documents_and_keep_to_the_budget(shared_data):
+    docs = read_corpus(shared_data / "beir" / "scifact" / "corpus.jsonl")[:300]
+    every = pairs_from_corpus(docs, domain="sci", seed=0)
+    budget = LabelFreeBudget(examples=200, dev_pairs=40)
+    train, dev = label_free_pairs(docs, "sci", budget, dev_fraction=0.1, seed=0)
+    assert len(train) == 200 and 40 <= len(dev) < 40 + len(PseudoQuery)  # whole documents, first past 40
+    assert not {p.positives[0].id for p in train} & {p.positives[0].id for p in dev}
+    assert {p.query_id for p in (*train, *dev)} <= {p.query_id for p in every}
+    assert (train, dev) == label_free_pairs(docs, "sci", budget, dev_fraction=0.1, seed=0)
+    small_train, small_dev = label_free_pairs(docs[:20], "sci", budget, dev_fraction=0.1, seed=0)
+    total = len(pairs_from_corpus(docs[:20], domain="sci", seed=0))
+    assert small_train and 0 < len(small_dev) <= round(total * 0.1) + len(PseudoQuery) - 1
+    assert budget.steps(32) == 7
 
 
 def test_bm25_mining_never_returns_a_positive(shared_data):
