@@ -131,6 +131,7 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
             store / "modules" / f"{name}.safetensors"
         ).read_bytes()
     assert new_manifest.modules["new"].notes["label_free"] == 1
+    assert new_manifest.modules["new"].fusion is None  # tuned on pseudo-queries it would favour BM25
     reloaded = load_store(out, load_backbone())
     assert torch.equal(reloaded.router.weight[0], model.router.weight[0])
     assert new_manifest.modules["new"].version == 1
