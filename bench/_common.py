@@ -3,8 +3,10 @@ honours DDR_SHARED_DATA, as the tests do), and a description of the machine a re
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -41,3 +43,13 @@ def machine(*packages: str) -> dict[str, object]:
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
     }
+
+
+def write_report(folder: Path, name: str, report: dict, markdown: str, plot: Callable[[Path], None] | None) -> None:
+    """`name`.json, `name`.md and (when `plot` is given) `name`.png in `folder`; the markdown is printed too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+    if plot is not None:
+        plot(folder / f"{name}.png")
+    print(markdown)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BEIR, REPO, REPORTS, machine
+from _common import BEIR, REPO, REPORTS, machine, write_report
 
 SETS = {  # name: (dev split, passage tokens at evaluation, documents kept)
     "pubmedqa": ("train", 256, None),
@@ -103,11 +103,7 @@ def main() -> int:
         print(json.dumps({name: rows[name]}), flush=True)
     report = {"machine": machine("torch", "transformers", "ir-measures"), "sets": rows}
     report["targets"] = targets(rows)
-    args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / "labelfree.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.reports / "labelfree.md").write_text(markdown(report))
-    plot(rows, args.reports / "labelfree.png")
-    print(markdown(report))
+    write_report(args.reports, "labelfree", report, markdown(report), lambda path: plot(rows, path))
     return 0
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, REPORTS, SHARED_DATA, machine
+from _common import REPO, REPORTS, SHARED_DATA, machine, write_report
 
 SETS = {  # name: (kind, module serving it, passage tokens)
     "scifact": ("in-domain", "scifact", 256),
@@ -225,11 +225,7 @@ def main() -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     report["targets"] = targets(report)
-    args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.reports / "quality.md").write_text(markdown(report))
-    plot(report, args.reports / "quality.png")
-    print(markdown(report))
+    write_report(args.reports, "quality", report, markdown(report), lambda path: plot(report, path))
     return 0
 
 
