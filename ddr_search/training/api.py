@@ -326,10 +326,14 @@ def train_domain(
     if label_free:
         pairs, dev = label_free_pairs(corpus, name, budget, dev_fraction=config.dev_fraction, seed=config.seed)
         passage_length = passage_length or budget.passage_tokens
+        steps = config.max_steps or budget.steps(config.batch_size * config.accumulation)
+        default_rate = config.lr["domain"] == TrainConfig().lr["domain"]
         config = replace(
             config,
             max_query_length=min(config.max_query_length, budget.query_tokens),
-            max_steps=config.max_steps or budget.steps(config.batch_size * config.accumulation),
+            max_steps=steps,
+            eval_every=config.eval_every or max(1, steps // budget.evaluations),
+            lr={**config.lr, "domain": budget.lr} if default_rate else config.lr,
         )
     pairs = [Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in pairs]
     before = {n: module_tensors(m) for n, m in model.domain_modules.items()}
