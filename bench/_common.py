@@ -1,5 +1,6 @@
 """What every benchmark shares: where the repository, the reports and the shared data are (the data path
-honours DDR_SHARED_DATA, as the tests do), and a description of the machine a report was measured on."""
+honours DDR_SHARED_DATA, as the tests do), a description of the machine a report was measured on, dense
+runs over a set's cached frozen passages, and writing a report."""
 
 from __future__ import annotations
 
@@ -53,3 +54,24 @@ def write_report(folder: Path, name: str, report: dict, markdown: str, plot: Cal
     if plot is not None:
         plot(folder / f"{name}.png")
     print(markdown)
+
+
+class Dense:
+    """Dense runs over a set's cached frozen passages, keeping each query's routing weights."""
+
+    def __init__(self, corpus, frozen, cache_dir: Path) -> None:
+        from ddr_search.evaluation.cache import encode_corpus
+        from ddr_search.evaluation.harness import passage_texts
+
+        self.ids, texts = passage_texts(corpus)
+        self.matrix = encode_corpus(frozen, self.ids, texts, cache_dir=cache_dir, show_progress=False).vectors
+        self.texts = texts
+
+    def run(self, encoder, queries, **kwargs):
+        from ddr_search.evaluation.harness import exact_top_k
+
+        qids = list(queries)
+        encoding = encoder.encode_queries([queries[q] for q in qids], **kwargs)
+        tops = exact_top_k(encoding.vectors, self.matrix, 100)
+        runs = {q: [(self.ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
+        return runs, dict(zip(qids, encoding.weights, strict=True)), encoding.vectors

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BEIR, REPO, REPORTS, machine, write_report
+from _common import BEIR, REPO, REPORTS, Dense, machine, write_report
 
 SETS = {  # name: (dev split, passage tokens at evaluation, documents kept)
     "pubmedqa": ("train", 256, None),
@@ -52,8 +52,7 @@ def main() -> int:
 
     torch.set_num_threads(2)
     from ddr_search.data.beir import load_beir
-    from ddr_search.evaluation.cache import encode_corpus
-    from ddr_search.evaluation.harness import default_cache_dir, exact_top_k, passage_texts
+    from ddr_search.evaluation.harness import default_cache_dir
     from ddr_search.evaluation.metrics import score_run
     from ddr_search.model.encoder import TorchEncoder
     from ddr_search.training.api import train_domain
@@ -77,23 +76,19 @@ def main() -> int:
             seconds = time.perf_counter() - started
             module = TorchEncoder.load(Path(work) / "store")
         frozen = TorchEncoder(frozen_model.model, frozen_model.tokenizer, max_passage_length=length)
-        ids, texts = passage_texts(corpus)
-        matrix = encode_corpus(frozen, ids, texts, cache_dir=default_cache_dir(), show_progress=False).vectors
-        qids = list(queries)
+        dense = Dense(corpus, frozen, default_cache_dir())
         scores = {}
         for row, (encoder, options) in {
             "frozen": (frozen, {"routing": RoutingMode.NONE}),
             "label-free (prior)": (module, {"domain": "unlabelled"}),
         }.items():
-            vectors = encoder.encode_queries([queries[q] for q in qids], **options).vectors
-            tops = exact_top_k(vectors, matrix, 100)
-            run = {q: [(ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
+            run = dense.run(encoder, queries, **options)[0]
             scores[row] = {k: round(v, 4) for k, v in score_run(qrels, run, ("nDCG@10", "R@100"))[0].items()}
         delta = scores["label-free (prior)"]["nDCG@10"] - scores["frozen"]["nDCG@10"]
         rows[name] = {
             "split": split,
             "documents": len(docs),
-            "queries": len(qids),
+            "queries": len(queries),
             "seconds": round(seconds, 1),
             "steps": result.steps,
             "pseudo_dev_ndcg": [round(result.baseline_dev, 4), round(result.best_dev, 4)],

@@ -62,7 +62,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BEIR, REPO, REPORTS, machine
+from _common import BEIR, REPO, REPORTS, machine, write_report
 
 SCIFACT = BEIR / "scifact" / "corpus.jsonl"
 PEERS_DIR = REPO / ".bench-peers"
@@ -728,11 +728,7 @@ def main() -> None:
     if stripped:
         print(f"ignoring {', '.join(stripped)}: every system runs with the defaults", file=sys.stderr)
     report = run(args)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "peers.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "peers.md").write_text(markdown(report))
-    plot(report, out / "peers.png")
-    print(markdown(report))
+    write_report(out, "peers", report, markdown(report), lambda path: plot(report, path))
     print(f"\nwritten to {out}", file=sys.stderr)
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, REPORTS, SHARED_DATA, machine, write_report
+from _common import REPO, REPORTS, SHARED_DATA, Dense, machine, write_report
 
 SETS = {  # name: (kind, module serving it, passage tokens)
     "scifact": ("in-domain", "scifact", 256),
@@ -46,27 +46,6 @@ def load_set(name: str):
     if name == "wikiqa-test":
         return pairs_as_beir(read_pairs(SHARED_DATA / "train" / "wikiqa" / "test.jsonl"))
     return load_beir(SHARED_DATA / "beir" / name, "test")
-
-
-class Dense:
-    """Dense runs over a set's cached frozen passages, keeping each query's routing weights."""
-
-    def __init__(self, corpus, frozen, cache_dir: Path) -> None:
-        from ddr_search.evaluation.cache import encode_corpus
-        from ddr_search.evaluation.harness import passage_texts
-
-        self.ids, texts = passage_texts(corpus)
-        self.matrix = encode_corpus(frozen, self.ids, texts, cache_dir=cache_dir, show_progress=False).vectors
-        self.texts = texts
-
-    def run(self, encoder, queries, **kwargs):
-        from ddr_search.evaluation.harness import exact_top_k
-
-        qids = list(queries)
-        encoding = encoder.encode_queries([queries[q] for q in qids], **kwargs)
-        tops = exact_top_k(encoding.vectors, self.matrix, 100)
-        runs = {q: [(self.ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
-        return runs, dict(zip(qids, encoding.weights, strict=True)), encoding.vectors
 
 
 def train_dr(work: Path, cache_dir: Path):
