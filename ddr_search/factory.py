@@ -65,6 +65,7 @@ def build_encoder(settings: Settings, *, passage_threads: int = 0) -> Encoder:
         settings.backbone,
         top_k=settings.search.top_k_modules,
         default_routing=settings.routing,
+        passage_precision=settings.passage_precision,
     )
 
 

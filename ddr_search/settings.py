@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ddr_search.model.precision import PassagePrecision
 from ddr_search.types import RoutingMode
 
 
@@ -132,6 +133,7 @@ class Settings(BaseSettings):
     modules: Path | None = None  # a module store; None = the store shipped with the package, if any
     onnx_dir: Path | None = None  # exported encoders; None = <home>/onnx when it exists
     routing: RoutingMode = RoutingMode.AUTO  # docs/routing.md: why auto, not the paper's top-k
+    passage_precision: PassagePrecision = PassagePrecision.AUTO  # torch passages: bf16 on AMX CPUs (model/precision.py)
     broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
     batch_size: int = 64
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)

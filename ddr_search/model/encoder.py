@@ -15,6 +15,7 @@ from ddr_search.encoding import auto_encode, check_domain, named_weights
 from ddr_search.fusion import FusionConfig
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
+from ddr_search.model.precision import PassagePrecision, resolve_passage_precision
 from ddr_search.model.store import load_store
 from ddr_search.types import (
     QueryEncoding,
@@ -45,8 +46,10 @@ class TorchEncoder:
         top_k: int = 2,
         default_routing: RoutingMode = RoutingMode.AUTO,
         show_progress: bool = False,
+        passage_precision: PassagePrecision | str = PassagePrecision.AUTO,
     ) -> None:
         self.model = model.eval()
+        self.passage_precision = resolve_passage_precision(passage_precision)
         self.tokenizer = tokenizer
         self.max_passage_length = max_passage_length
         self.max_query_length = max_query_length
@@ -94,12 +97,17 @@ class TorchEncoder:
 
     @torch.inference_mode()
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
-        """Backbone + general module only: one set of passage vectors serves every domain."""
+        """Backbone + general module only: one set of passage vectors serves every domain.
+
+        In `passage_precision` (model/precision.py: bf16 on AMX CPUs); the vectors are fp32 either way."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         batches = by_length(texts, batch_size)
-        for index, chunk in tqdm(batches, desc="encoding passages", unit="batch", disable=not self.show_progress):
-            batch = self.tokenize(chunk, self.max_passage_length)
-            out[index] = self.model(batch["input_ids"], batch["attention_mask"], skip_noop_general=True).numpy()
+        bf16 = self.passage_precision is PassagePrecision.BF16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for index, chunk in tqdm(batches, desc="encoding passages", unit="batch", disable=not self.show_progress):
+                batch = self.tokenize(chunk, self.max_passage_length)
+                vectors = self.model(batch["input_ids"], batch["attention_mask"], skip_noop_general=True)
+                out[index] = vectors.float().numpy()
         return out
 
     def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:

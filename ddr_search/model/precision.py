@@ -1,0 +1,35 @@
+"""Which arithmetic the torch passage encoder runs in.
+
+Passage encoding is the product's bulk work (ingest, re-embedding, evaluation and training caches). On CPUs
+with AMX tiles, bf16 matmuls run several times faster than fp32 ones, and the passage vectors keep the
+fp32 ranking: bench/reports/precision.md measures dense NDCG@10 within 0.002 of fp32 (the parity bound for
+a passage path) at about 2.6x fp32's passages/s. Elsewhere bf16 is emulated and slower, so `auto` stays on
+fp32 there. Queries always run in fp32: one query costs little, and routing thresholds were calibrated in it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PassagePrecision(StrEnum):
+    AUTO = "auto"  # bf16 where the CPU has AMX, else fp32
+    FP32 = "fp32"
+    BF16 = "bf16"  # torch.autocast: bf16 matmuls and attention, fp32 weights, layer norms and pooling
+
+
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX tiles (Sapphire Rapids and later), where oneDNN runs bf16 matmuls on them."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent = unknown = no
+    return bool(probe and probe())
+
+
+def resolve_passage_precision(choice: PassagePrecision | str) -> PassagePrecision:
+    """`auto` -> bf16 on AMX CPUs, fp32 elsewhere; an explicit choice is kept (bf16 runs everywhere, slowly
+    without AMX)."""
+    choice = PassagePrecision(choice)
+    if choice is PassagePrecision.AUTO:
+        return PassagePrecision.BF16 if cpu_has_amx() else PassagePrecision.FP32
+    return choice
