@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
         for system, row in data["rows"].items():
             lines.append(
                 f"| {name} ({data['documents']} docs, {data['queries']} queries) | {system} | {row['ndcg@10']:.4f} | "
-                f"{row['ndcg_delta']:+.4f} | {row['recall@100']:.4f} | {row['min_cosine_vs_fp32']:.4f} | "
+                f"{row['ndcg_delta']:+.4f} | {row['recall@100']:.4f} | {row['min_cosine_vs_fp32']:.5f} | "
                 f"{row['passages_per_s']} | {row['speed_vs_fp32']:.2f}x |"
             )
     lines += [

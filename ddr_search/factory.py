@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,16 +49,33 @@ def default_onnx_dir(settings: Settings) -> Path:
 
 
 def build_encoder(settings: Settings, *, passage_threads: int = 0) -> Encoder:
-    """ONNX Runtime encoders when an export for this very store exists, else the torch encoder.
+    """ONNX Runtime encoders when an export for this very store exists, else the torch encoder. Where
+    passages run in bf16 (model/precision.py: AMX CPUs), an export answers queries only and torch's bf16
+    passages, the faster of the two with the same ranking, encode every passage (MixedEncoder).
 
-    `passage_threads`: the ONNX passage session's threads (0 = every core; a worker process gets its share).
+    `passage_threads`: the passage encoder's threads (0 = every core; a worker process gets its share).
     """
+    from ddr_search.model.precision import PassagePrecision, resolve_passage_precision
+
     store = default_module_store(settings)
     onnx = _onnx_encoder(settings, store, passage_threads)
-    if onnx is not None:
-        return onnx
+    if onnx is None:
+        return _torch_encoder(settings, store, threads=passage_threads)
+    if resolve_passage_precision(settings.passage_precision) is PassagePrecision.BF16:
+        from ddr_search.mixed_encoder import MixedEncoder
+
+        return MixedEncoder(onnx, lambda: _torch_encoder(settings, store, threads=passage_threads))
+    return onnx
+
+
+def _torch_encoder(settings: Settings, store: Path | None, *, threads: int = 0) -> Encoder:
+    """The torch encoder; `threads` > 0 sets torch's (process-wide) intra-op threads before it loads."""
     from ddr_search.model.encoder import TorchEncoder
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return TorchEncoder.load(
         store,
         settings.backbone,
@@ -144,11 +160,7 @@ def build_celery_app(settings: Settings, *, processes: int = 1, threads: int | N
     def make_encoder() -> Encoder:
         """Each worker process takes its share of the cores, whichever encoder serves: two processes on two
         cores must not run two threads each."""
-        encoder = build_encoder(settings, passage_threads=threads)
-        torch = sys.modules.get("torch")  # loaded by the torch encoder only; the ONNX path never imports it
-        if torch is not None:
-            torch.set_num_threads(threads)
-        return encoder
+        return build_encoder(settings, passage_threads=threads)
 
     def make_backend(dimension: int) -> Backend:
         return build_backend(settings, dimension)
