@@ -187,8 +187,15 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
 @click.option("--store", type=click.Path(path_type=Path), help="Store to extend (default: configured/packaged).")
 @click.option("--out", type=click.Path(path_type=Path), help="Store to write (default: --store).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Passage-embedding cache.")
+@click.option(
+    "--average-runs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train this many runs (seeds --seed, --seed + 1, ...) and keep their average: less run-to-run variance.",
+)
 @training_options
-def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, **opts) -> None:
+def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, average_runs, **opts) -> None:
     """Add one domain module; every other module and every passage embedding stay bit-identical."""
     from ddr_search.training.api import train_domain
     from ddr_search.training.corpus import read_corpus
@@ -198,8 +205,10 @@ def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, **opts) -
     source, out = _stores(store, out, opts["backbone"])
     pairs = _read_pairs(pairs_files, domain=name) if pairs_files else None
     docs = read_corpus(corpus) if corpus is not None else None
+    config = _config(opts)
+    config.average_runs = average_runs
     _, result = train_domain(
-        name, source, out, _config(opts), pairs=pairs, corpus=docs, backbone=opts["backbone"], cache_dir=cache_dir
+        name, source, out, config, pairs=pairs, corpus=docs, backbone=opts["backbone"], cache_dir=cache_dir
     )
     _report(result, out)
     click.echo(f"use it with DDR_MODULES={out} (passages need no re-indexing)")

@@ -27,7 +27,7 @@ from ddr_search.routing import calibrate, profile_rows
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.dual import DualTask
-from ddr_search.training.loop import TrainResult, train
+from ddr_search.training.loop import TrainResult, train, train_averaged
 from ddr_search.training.pairs import Pair, split_dev
 from ddr_search.training.passages import encode_cached
 from ddr_search.training.selfsup import LABEL_FREE_BUDGET, LabelFreeBudget, label_free_pairs
@@ -359,7 +359,7 @@ def train_domain(
         dev=[Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in dev or ()],
         passage_lengths={name: passage_length} if passage_length else None,
     )
-    result = train(task, config)
+    result = train_averaged(task, config)
     freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)
     attach_profile(model, loaded, name, [p.query for p in (*pairs, *(dev or ()))], config)

@@ -24,6 +24,7 @@ class TrainConfig:
     hard_negatives: int = 3  # per query, sampled from its negatives (dual phases)
     router_loss_weight: float = 1.0
     seed: int = 0
+    average_runs: int = 1  # train_domain: average this many runs (seeds seed, seed+1, ...): loop.train_averaged
     dev_fraction: float = 0.1
     eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once per epoch
     patience: int = 2  # evaluations without improvement before stopping
@@ -38,6 +39,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from ddr_search.training.losses import LOSSES
 
+        if self.average_runs < 1:
+            raise ValueError(f"average_runs must be at least 1, got {self.average_runs}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
 

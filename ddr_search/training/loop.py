@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -216,6 +216,40 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         stopped_early=stopped,
         history=history,
         part_best={name: {"dev": float(p["dev"]), "step": int(p["step"])} for name, p in best_parts.items()},
+    )
+
+
+def train_averaged(task: Task, config: TrainConfig) -> TrainResult:
+    """`config.average_runs` trainings from the task's current tensors, seeds `seed`, `seed + 1`, ...; the
+    task ends holding the uniform average of each run's best-on-dev tensors (a model soup).
+
+    Why: on a small dev set the best-on-dev step of one run is noisy (NFCorpus: +2.0 to +2.7 nDCG@10 on
+    dev across seeds of one recipe); the average of runs that start from the same tensors is a module
+    with less run-to-run variance. One run is plain `train`. Checkpoints go to `seed-<k>` sub-folders.
+    """
+    runs = config.average_runs
+    if runs == 1:
+        return train(task, config)
+    start = {key: value.clone() for key, value in task.trainable_state().items()}
+    ends, results = [], []
+    for k in range(runs):
+        task.load_trainable_state(start)
+        folder = Path(config.checkpoint_dir) / f"seed-{config.seed + k}" if config.checkpoint_dir else None
+        results.append(train(task, replace(config, seed=config.seed + k, checkpoint_dir=folder)))
+        ends.append({key: value.clone() for key, value in task.trainable_state().items()})
+    task.load_trainable_state({key: torch.stack([end[key] for end in ends]).mean(dim=0) for key in start})
+    seconds = sum(r.seconds for r in results)
+    steps = sum(r.steps for r in results)
+    return TrainResult(
+        baseline_dev=results[0].baseline_dev,
+        best_dev=task.evaluate(),
+        best_step=results[0].best_step,
+        steps=steps,
+        seconds=seconds,
+        seconds_per_step=seconds / max(1, steps),
+        stopped_early=all(r.stopped_early for r in results),
+        history=[{**h, "run": k} for k, r in enumerate(results) for h in r.history],
+        part_best={f"run{k}:{name}": part for k, r in enumerate(results) for name, part in r.part_best.items()},
     )
 
 

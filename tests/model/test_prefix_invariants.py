@@ -31,7 +31,9 @@ def perturb(module: torch.nn.Module, seed: int, gate: float = 0.5) -> None:
 @pytest.fixture()
 def reference_and_encoder(fresh_backbone, real_texts):
     reference = backbone_embeddings(fresh_backbone, real_texts)
-    encoder = TorchEncoder(DDRModel(fresh_backbone, prefix_length=16), fresh_backbone.tokenizer)
+    # fp32 passages: these invariants are exact maths (bf16 passages have tests of their own: test_precision)
+    model = DDRModel(fresh_backbone, prefix_length=16)
+    encoder = TorchEncoder(model, fresh_backbone.tokenizer, passage_precision="fp32")
     return reference, encoder
 
 
@@ -109,7 +111,7 @@ def test_a_noop_general_module_is_skipped_on_the_passage_path_and_nothing_change
 
     model = DDRModel(fresh_backbone, prefix_length=8)
     model.add_general()
-    encoder = TorchEncoder(model, fresh_backbone.tokenizer)
+    encoder = TorchEncoder(model, fresh_backbone.tokenizer, passage_precision="fp32")
     for text in real_texts:
         batch = encoder.tokenize([text], encoder.max_passage_length)
         with torch.inference_mode():

@@ -27,7 +27,7 @@ def export_dir(store, tmp_path_factory) -> Path:
 def torch_encoder(store):
     from ddr_search.model.encoder import TorchEncoder
 
-    return TorchEncoder.load(store, top_k=TOP_K)
+    return TorchEncoder.load(store, top_k=TOP_K, passage_precision="fp32")  # the exact reference
 
 
 @pytest.fixture(scope="session")

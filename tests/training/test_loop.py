@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ddr_search.training.config import TrainConfig
-from ddr_search.training.loop import train
+from ddr_search.training.loop import train, train_averaged
 
 
 class PartsTaskDouble:
@@ -65,3 +65,60 @@ def test_early_stopping_and_baseline_kept_when_nothing_helps():
     result = train(task, config)
     assert result.stopped_early and result.steps == 2 and result.best_step == 0
     assert float(task.a.detach()) == 0.0
+
+
+class SeededTaskDouble:
+    """A test double whose every step pushes one 3-number module along a random direction (torch's seeded
+    generator), so runs with different seeds end apart; dev improves with every step taken."""
+
+    def __init__(self) -> None:
+        self.w = torch.nn.Parameter(torch.zeros(3))
+        self.steps = 0
+
+    def param_groups(self):
+        return [{"name": "domain:w", "params": [self.w], "lr": 0.1}]
+
+    def num_examples(self) -> int:
+        return 8
+
+    def loss(self, indices):
+        self.steps += 1
+        return -(self.w * torch.randn(3)).sum()
+
+    def evaluate(self) -> float:
+        return float(self.steps) - float(self.w.detach().abs().sum())
+
+    def part_keys(self):
+        return {}
+
+    def trainable_state(self):
+        return {"domain:w.0": self.w.detach()}
+
+    def load_trainable_state(self, state):
+        with torch.no_grad():
+            self.w.copy_(state["domain:w.0"])
+
+
+def test_averaged_runs_end_on_the_mean_of_runs_from_the_same_start():
+    config = TrainConfig(epochs=3, batch_size=8, eval_every=1, patience=10, show_progress=False, seed=5)
+    ends = []
+    for seed in (5, 6, 7):
+        single = SeededTaskDouble()
+        train(single, TrainConfig(**{**config.__dict__, "seed": seed}))
+        ends.append(single.w.detach().clone())
+    assert not torch.equal(ends[0], ends[1])  # the seeds really differ
+
+    task = SeededTaskDouble()
+    config.average_runs = 3
+    result = train_averaged(task, config)
+    torch.testing.assert_close(task.w.detach(), torch.stack(ends).mean(dim=0))
+    assert result.steps == 9
+    assert result.best_dev == task.evaluate()  # the dev score of the average, not of any one run
+
+
+def test_one_run_is_plain_training():
+    config = TrainConfig(epochs=3, batch_size=8, eval_every=1, patience=10, show_progress=False)
+    single, averaged = SeededTaskDouble(), SeededTaskDouble()
+    train(single, config)
+    train_averaged(averaged, config)
+    assert torch.equal(single.w.detach(), averaged.w.detach())
