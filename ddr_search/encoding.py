@@ -1,5 +1,6 @@
 """What the torch and the ONNX Runtime encoders share on the query side: the domain check, the auto
-routing step and how routing weights are reported. Each encoder only says how it runs its graphs."""
+routing step and how routing weights are reported. Each encoder only says how it runs its graphs.
+Also the one pass-through base for encoders that wrap another (EncoderWrapper)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from ddr_search.errors import UnknownModuleError
+from ddr_search.fusion import FusionConfig
 from ddr_search.routing import DomainProfile, route
+from ddr_search.types import Encoder, QueryEncoding, RoutingMode, Vectors
 
 
 def check_domain(domain: str | None, domains: Mapping[str, Sequence[str]]) -> None:
@@ -42,3 +45,38 @@ def auto_encode(
         padded = rows + [rows[0]] * (len(chosen) - len(rows))
         vectors[rows] = encode_rows(padded, module)[: len(rows)]
     return vectors, [{c: 1.0} if c is not None else {} for c in chosen]
+
+
+class EncoderWrapper:
+    """Implements `Encoder` by passing every call to `inner`; a subclass overrides what it changes, so the
+    protocol's delegation lives in one place."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    def domains(self) -> Mapping[str, Sequence[str]]:
+        return self.inner.domains()
+
+    def fusion_configs(self) -> Mapping[str, FusionConfig]:
+        return self.inner.fusion_configs()
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
+        return self.inner.encode_passages(texts, batch_size=batch_size)
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        domain: str | None = None,
+        routing: RoutingMode | None = None,
+        batch_size: int = 64,
+    ) -> QueryEncoding:
+        return self.inner.encode_queries(texts, domain=domain, routing=routing, batch_size=batch_size)

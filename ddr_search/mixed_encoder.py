@@ -9,44 +9,34 @@ searches never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
+from ddr_search.encoding import EncoderWrapper
 from ddr_search.errors import ExportError
-from ddr_search.fusion import FusionConfig
-from ddr_search.types import Encoder, QueryEncoding, RoutingMode, Vectors
+from ddr_search.types import Encoder, Vectors
 
 
-class MixedEncoder:
+class MixedEncoder(EncoderWrapper):
     """Implements `Encoder`: `queries` answers everything but `encode_passages`, which `make_passages()`
     (called once, on first use) answers. Both must embed passages as the same encoder version."""
 
     def __init__(self, queries: Encoder, make_passages: Callable[[], Encoder]) -> None:
-        self.queries = queries
+        super().__init__(queries)
         self._make_passages = make_passages
         self._passages: Encoder | None = None
 
     @property
-    def dimension(self) -> int:
-        return self.queries.dimension
-
-    @property
-    def version(self) -> str:
-        return self.queries.version
-
-    def domains(self) -> Mapping[str, Sequence[str]]:
-        return self.queries.domains()
-
-    def fusion_configs(self) -> Mapping[str, FusionConfig]:
-        return self.queries.fusion_configs()
+    def queries(self) -> Encoder:
+        return self.inner
 
     @property
     def passages(self) -> Encoder:
         """The passage encoder, built on first use and checked to embed as the query side's version."""
         if self._passages is None:
             passages = self._make_passages()
-            if passages.version != self.queries.version:
+            if passages.version != self.inner.version:
                 raise ExportError(
-                    f"the passage encoder is version {passages.version}, the query encoder {self.queries.version}:"
+                    f"the passage encoder is version {passages.version}, the query encoder {self.inner.version}:"
                     " re-run `ddr-search export` for the module store in use"
                 )
             self._passages = passages
@@ -54,13 +44,3 @@ class MixedEncoder:
 
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
         return self.passages.encode_passages(texts, batch_size=batch_size)
-
-    def encode_queries(
-        self,
-        texts: Sequence[str],
-        *,
-        domain: str | None = None,
-        routing: RoutingMode | None = None,
-        batch_size: int = 64,
-    ) -> QueryEncoding:
-        return self.queries.encode_queries(texts, domain=domain, routing=routing, batch_size=batch_size)

@@ -5,14 +5,14 @@ The same function runs inside the Celery task and in-process; it is safe to repe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ddr_search.encoding import EncoderWrapper
 from ddr_search.errors import BackendError, DocumentsRejected, InputError
-from ddr_search.fusion import FusionConfig
-from ddr_search.types import Backend, Document, Encoder, QueryEncoding, RoutingMode, Vectors
+from ddr_search.types import Backend, Document, Encoder, Vectors
 from workers.payload import from_payload, payload_key
 
 # Worth retrying the whole batch: the store or the network, not the documents.
@@ -29,44 +29,17 @@ class BatchOutcome:
         return cls(0, {payload_key(item, i): reason for i, item in enumerate(items)})
 
 
-class _CheckedEncoder:
+class _CheckedEncoder(EncoderWrapper):
     """Passes through to an encoder, refusing vectors that would poison dense search (NaN, inf, zero)."""
 
-    def __init__(self, encoder: Encoder) -> None:
-        self._encoder = encoder
-
-    @property
-    def dimension(self) -> int:
-        return self._encoder.dimension
-
-    @property
-    def version(self) -> str:
-        return self._encoder.version
-
-    def domains(self) -> Mapping[str, Sequence[str]]:
-        return self._encoder.domains()
-
-    def fusion_configs(self) -> Mapping[str, FusionConfig]:
-        return self._encoder.fusion_configs()
-
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
-        vectors = self._encoder.encode_passages(texts, batch_size=batch_size)
+        vectors = self.inner.encode_passages(texts, batch_size=batch_size)
         if vectors.shape != (len(texts), self.dimension):
             raise ValueError(f"encoder returned shape {vectors.shape}, expected ({len(texts)}, {self.dimension})")
         bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(vectors).sum(axis=1) > 0)
         if bad.any():
             raise ValueError(f"encoder produced a non-finite or zero vector for {int(bad.sum())} passage(s)")
         return vectors
-
-    def encode_queries(
-        self,
-        texts: Sequence[str],
-        *,
-        domain: str | None = None,
-        routing: RoutingMode | None = None,
-        batch_size: int = 64,
-    ) -> QueryEncoding:
-        return self._encoder.encode_queries(texts, domain=domain, routing=routing, batch_size=batch_size)
 
 
 def index_batch(items: Sequence[object], encoder: Encoder, backend: Backend, *, batch_size: int = 32) -> BatchOutcome:
