@@ -141,6 +141,10 @@ def main() -> int:
             results[f"{design} q={quantile}"] = row
             print(f"{design:<13} q={quantile:<5} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
     results["learned softmax router"] = learned_router(frozen, profile_q, dev_q, outside_q)
+    v = vectors["frozen"]
+    profiles = [calibrate(d, v["profile"][d], quantile=CHOICE_QUANTILE, neighbours=args.neighbours) for d in profile_q]
+    choice = {rule: {d: choice_accuracy(v["dev"][d], d, profiles, rule) for d in v["dev"]} for rule in CHOICE_RULES}
+    several = {d: float(np.mean((profile_scores(q, profiles) >= 0).sum(axis=1) >= 2)) for d, q in v["dev"].items()}
     report = {
         "machine": machine("torch"),
         "profile_size": args.profile_size,
@@ -152,6 +156,8 @@ def main() -> int:
         },
         "embed_seconds": round(embed_seconds, 1),
         "results": results,
+        "choice": choice,
+        "accepted_by_several": several,
     }
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "routing.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -190,6 +196,36 @@ def learned_router(frozen, profile_q, dev_q, outside_q) -> dict[str, object]:
     return row
 
 
+CHOICE_QUANTILE = 0.05
+CHOICE_RULES = ("margin", "score", "vote4", "vote8")
+
+
+def choice_accuracy(queries: np.ndarray, domain: str, profiles, rule: str) -> float:  # type: ignore[no-untyped-def]
+    """Share of `domain`'s dev queries reaching it when a query several domains accept goes to the one with
+    the largest margin over its threshold (the shipped rule), the largest kNN score, or the most of the k
+    nearest profile queries pooled over the accepting domains (votek; ties by margin). Which queries are
+    accepted at all does not depend on the rule, so out-of-domain queries are unaffected."""
+    from ddr_search.routing import profile_scores
+
+    margins = profile_scores(queries, profiles)
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    hits = 0
+    for row, margin in enumerate(margins):
+        accepted = [i for i in range(len(profiles)) if margin[i] >= 0]
+        if not accepted:
+            continue
+        if rule == "margin":
+            best = max(accepted, key=lambda i: margin[i])
+        elif rule == "score":
+            best = max(accepted, key=lambda i: margin[i] + profiles[i].threshold)
+        else:
+            k = int(rule.removeprefix("vote"))
+            pooled = sorted((s, i) for i in accepted for s in np.sort(profiles[i].vectors @ unit[row])[-k:])[-k:]
+            best = max(accepted, key=lambda i: (sum(1 for _, j in pooled if j == i), margin[i]))
+        hits += profiles[best].module == domain
+    return hits / len(queries)
+
+
 def markdown(report: dict) -> str:
     results = report["results"]
     columns = list(next(iter(results.values())).keys())
@@ -206,6 +242,21 @@ def markdown(report: dict) -> str:
     for name, row in results.items():
         cells = ["-" if row[c] is None else f"{row[c]:.3f}" for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    domains = list(report["accepted_by_several"])
+    lines += [
+        "",
+        f"## Which accepting domain wins (knn, q = {CHOICE_QUANTILE})",
+        "",
+        "Share of each domain's dev queries reaching its module under each rule for queries that several",
+        "domains accept (the share accepted by two or more in the first row). The shipped rule is `margin`.",
+        "",
+        "| rule | " + " | ".join(domains) + " | mean |",
+        "|---|" + "---|" * (len(domains) + 1),
+        "| accepted by 2+ | " + " | ".join(f"{report['accepted_by_several'][d]:.3f}" for d in domains) + " | |",
+    ]
+    for rule, row in report["choice"].items():
+        mean = sum(row.values()) / len(row)
+        lines.append(f"| {rule} | " + " | ".join(f"{row[d]:.3f}" for d in domains) + f" | {mean:.3f} |")
     counts = report["queries"]
     lines += [
         "",
