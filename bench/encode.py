@@ -1,4 +1,5 @@
-"""Encoding speed: torch fp32 (the baseline a user would otherwise run) vs ONNX Runtime fp32 and int8.
+"""Encoding speed: torch fp32 (the baseline a user would otherwise run) vs torch bf16 (the default passage path
+on AMX CPUs, docs/performance.md) and ONNX Runtime fp32 and int8.
 
 In one run, through each encoder's public interface (tokenisation included):
 - passages/s: batches of 32 real SciFact passages of exactly 256 tokens (encode_passages);
@@ -39,7 +40,7 @@ PASSAGE_TOKENS = 256
 QUERY_TOKENS = 16
 BATCH = 32
 TARGET = 1.8
-SYSTEMS = ("torch fp32", "ORT fp32", "ORT int8")
+SYSTEMS = ("torch fp32", "torch bf16", "ORT fp32", "ORT int8")
 
 
 def build_store(path: Path, prefix_length: int) -> Path:
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         export_store(store, export_dir, int8=True, progress=lambda m: print(f"  {m}", file=sys.stderr))
         export_s = time.perf_counter() - start
     encoders = {
-        "torch fp32": TorchEncoder.load(store),
+        "torch fp32": TorchEncoder.load(store, passage_precision="fp32"),
+        "torch bf16": TorchEncoder.load(store, passage_precision="bf16"),  # passages only: queries run fp32
         "ORT fp32": OrtEncoder.load(export_dir, store=store, precision="fp32", query_threads=1, passage_threads=1),
         "ORT int8": OrtEncoder.load(export_dir, store=store, precision="int8", query_threads=1, passage_threads=1),
     }
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def markdown(report: dict[str, object]) -> str:
     m, s, r = report["machine"], report["setup"], report["results"]
     lines = [
-        "# Encoding speed: torch fp32 vs ONNX Runtime fp32 / int8",
+        "# Encoding speed: torch fp32 vs torch bf16 and ONNX Runtime fp32 / int8",
         "",
         f"{report['created']} on {m['cpu']} ({m['cpu_count']} cores, shared; load average at the end "
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}), Python {m['python']}, torch "
@@ -237,7 +239,7 @@ def plot(report: dict[str, object], latencies_path: Path) -> None:
 
     r = report["results"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(SYSTEMS, [r[n]["passages_per_s"] for n in SYSTEMS], color=["#888", "#4a7", "#27a"])
+    left.bar(SYSTEMS, [r[n]["passages_per_s"] for n in SYSTEMS], color=["#888", "#c84", "#4a7", "#27a"])
     left.axhline(r["torch fp32"]["passages_per_s"] * TARGET, color="r", ls="--", label=f"target {TARGET}x torch")
     left.set_ylabel("passages/s (batch 32 x 256 tokens, 1 thread)")
     left.legend()
