@@ -10,6 +10,7 @@ fp32 there. Queries always run in fp32: one query costs little, and routing thre
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 
 
@@ -19,11 +20,13 @@ class PassagePrecision(StrEnum):
     BF16 = "bf16"  # torch.autocast: bf16 matmuls and attention, fp32 weights, layer norms and pooling
 
 
+@cache
 def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where oneDNN runs bf16 matmuls on them.
 
-    Read from the kernel's CPU flags, not torch, so that an ONNX-only process can decide without importing
-    torch; where there is no /proc/cpuinfo (not Linux) this says no, and fp32 serves."""
+    Read once per process from the kernel's CPU flags, not torch, so that an ONNX-only process can decide
+    without importing torch (every TorchEncoder asks); where there is no /proc/cpuinfo (not Linux) this
+    says no, and fp32 serves."""
     try:
         return "amx_bf16" in cpuinfo.read_text().split()
     except OSError:

@@ -57,9 +57,6 @@ def test_explicit_missing_export_is_an_error(tmp_path):
 def test_loading_and_querying_an_onnx_export_leaves_torch_out(export_dir, store) -> None:
     """The ONNX Runtime query path (manifest, routing, encoders) needs no torch: a process that loads an
     export and encodes a query and a passage never imports it."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from onnx_export.runtime import OrtEncoder\n"
@@ -68,9 +65,7 @@ def test_loading_and_querying_an_onnx_export_leaves_torch_out(export_dir, store)
         "encoder.encode_passages(['The statute of limitations for fraud.'])\n"
         "print('torch' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert last_line_of_python(code) == "False"
 
 
 def test_a_worker_process_gets_its_share_of_the_cores_on_the_onnx_path(export_dir, store, tmp_path):
@@ -136,9 +131,6 @@ def test_a_mixed_encoder_refuses_passages_of_another_version(ort_fp32):
 
 
 def test_a_mixed_encoder_that_only_searches_never_imports_torch(export_dir, store, tmp_path) -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from ddr_search.factory import build_encoder\n"
@@ -149,6 +141,14 @@ def test_a_mixed_encoder_that_only_searches_never_imports_torch(export_dir, stor
         "encoder.encode_queries(['fraud limitations'])\n"
         "print(type(encoder).__name__, 'torch' in sys.modules)\n"
     )
+    assert last_line_of_python(code) == "MixedEncoder False"
+
+
+def last_line_of_python(code: str) -> str:
+    """Run `code` in a fresh interpreter (nothing imported yet) and return the last line it printed."""
+    import subprocess
+    import sys
+
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "MixedEncoder False"
+    return done.stdout.strip().splitlines()[-1]
