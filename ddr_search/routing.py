@@ -5,13 +5,16 @@ a threshold calibrated on those queries alone. A query goes to the accepted doma
 margin over its threshold, or to the general module alone when no domain accepts it. Because every
 domain's score and threshold depend on that domain only, adding, retraining or removing a module changes
 nothing for queries that do not route to it (docs/routing.md). numpy only: the ONNX query path uses it.
+
+A threshold is a quantile of the domain's own leave-one-out scores. Which quantile is a per-module choice
+(ddr_search.routing_quantile weighs it on dev queries) and can be changed without retraining (`recalibrate`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -42,6 +45,7 @@ class DomainProfile:
     threshold: float
     method: ProfileMethod = ProfileMethod.KNN
     neighbours: int = DEFAULT_NEIGHBOURS
+    quantile: float | None = DEFAULT_QUANTILE  # share of its own queries below the threshold (None: unrecorded)
 
     def scores(self, queries: Matrix) -> NDArray[np.float32]:
         """[B] similarity of each (unit) query vector to this domain."""
@@ -101,15 +105,28 @@ def calibrate(
     The stored vectors are rounded to float16 before calibrating, so the threshold fits what is loaded.
     """
     method = ProfileMethod(method)
-    if not 0.0 <= quantile < 1.0:
-        raise InputError(f"routing quantile must be in [0, 1), got {quantile}")
     vectors = np.asarray(vectors, dtype=np.float32)[profile_rows(len(vectors), limit=limit, seed=seed)]
     unit = _unit(vectors).astype(np.float16).astype(np.float32)
-    loo = leave_one_out_scores(unit, method, neighbours)
-    threshold = float(np.quantile(loo, quantile)) if quantile > 0 else float(loo.min())
+    threshold = threshold_at(leave_one_out_scores(unit, method, neighbours), quantile)
     kept = _unit(unit.mean(axis=0, keepdims=True)) if method is ProfileMethod.CENTROID else unit
     kept = kept.astype(np.float16).astype(np.float32)
-    return DomainProfile(module, kept, threshold, method, neighbours)
+    return DomainProfile(module, kept, threshold, method, neighbours, quantile)
+
+
+def threshold_at(loo_scores: NDArray[np.float32], quantile: float) -> float:
+    """The score below which `quantile` of a domain's own (leave-one-out) queries fall."""
+    if not 0.0 <= quantile < 1.0:
+        raise InputError(f"routing quantile must be in [0, 1), got {quantile}")
+    return float(np.quantile(loo_scores, quantile)) if quantile > 0 else float(loo_scores.min())
+
+
+def recalibrate(profile: DomainProfile, quantile: float) -> DomainProfile:
+    """The same profile with its threshold at another quantile: the stored queries are the ones `calibrate`
+    scored, so this equals calibrating anew at `quantile`, without the module's data or any retraining."""
+    if profile.method is ProfileMethod.CENTROID:
+        raise InputError(f"{profile.module}: a centroid profile keeps no queries to recalibrate from")
+    loo = leave_one_out_scores(profile.vectors, profile.method, profile.neighbours)
+    return replace(profile, threshold=threshold_at(loo, quantile), quantile=quantile)
 
 
 def profile_scores(queries: Matrix, profiles: Sequence[DomainProfile]) -> NDArray[np.float32]:
@@ -141,13 +158,16 @@ def write_profile(directory: Path, profile: DomainProfile) -> dict[str, str | in
     directory.mkdir(parents=True, exist_ok=True)
     file = directory / f"{profile.module}.safetensors"
     save_file({"vectors": profile.vectors.astype(np.float16)}, str(file))
-    return {
+    record: dict[str, str | int | float] = {
         "method": profile.method.value,
         "neighbours": profile.neighbours,
         "threshold": profile.threshold,
         "queries": int(profile.vectors.shape[0]),
         "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
     }
+    if profile.quantile is not None:
+        record["quantile"] = profile.quantile
+    return record
 
 
 def read_profile(directory: Path, module: str, record: Mapping[str, str | int | float]) -> DomainProfile:
@@ -160,6 +180,12 @@ def read_profile(directory: Path, module: str, record: Mapping[str, str | int | 
     if hashlib.sha256(file.read_bytes()).hexdigest() != record["sha256"]:
         raise ModuleStoreError(f"{file} does not match its manifest checksum")
     vectors = load_file(str(file))["vectors"].astype(np.float32)
+    quantile = record.get("quantile")  # stores written before quantiles were recorded lack it
     return DomainProfile(
-        module, vectors, float(record["threshold"]), ProfileMethod(str(record["method"])), int(record["neighbours"])
+        module,
+        vectors,
+        float(record["threshold"]),
+        ProfileMethod(str(record["method"])),
+        int(record["neighbours"]),
+        float(quantile) if quantile is not None else None,
     )

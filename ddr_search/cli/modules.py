@@ -1,4 +1,4 @@
-"""`ddr-search modules list`: what a module store holds (names, kinds, versions, parameters, domains)."""
+"""`ddr-search modules list|calibrate`: what a module store holds; move one module's routing threshold."""
 
 from __future__ import annotations
 
@@ -65,14 +65,39 @@ def list_modules(store: Path | None, as_json: bool) -> None:
         return
     click.echo(f"store {store}  (backbone {manifest.backbone.get('name')}, prefix length {manifest.prefix_length})")
     click.echo(
-        f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  {'AUTO ROUTING':<22} {'FUSION':<16} DOMAINS"
+        f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  {'AUTO ROUTING':<32} {'FUSION':<16} DOMAINS"
     )
     for row in rows:
         pct = f"{row['percent_of_backbone']:.2f}" if row["percent_of_backbone"] is not None else "-"
         click.echo(
             f"{row['name']:<16} {row['kind']:<8} {row['version']:>3} {row['parameters']:>9,} {pct:>6}  "
-            f"{_routing(row['routing'], row['kind']):<22} {_fusion(row['fusion']):<16} {','.join(row['domains'])}"
+            f"{_routing(row['routing'], row['kind']):<32} {_fusion(row['fusion']):<16} {','.join(row['domains'])}"
         )
+
+
+@modules.command("calibrate")
+@click.argument("name")
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    required=True,
+    help="Share of the module's own training queries the threshold lets fall below (trained with 0.05 unless set).",
+)
+@click.option("--store", type=click.Path(path_type=Path), help="Module store (default: configured/packaged).")
+@click.option("--out", type=click.Path(path_type=Path), help="Store to write (default: --store, never the packaged).")
+def calibrate_module(name: str, quantile: float, store: Path | None, out: Path | None) -> None:
+    """Move NAME's auto-routing threshold (higher quantile: fewer foreign queries reach it). No retraining;
+    other modules, their routing and every passage vector stay as they are."""
+    from ddr_search.cli.train import store_paths
+    from ddr_search.model.backbone import load_backbone
+    from ddr_search.model.store import recalibrate_routing
+    from ddr_search.settings import Settings
+
+    source, out = store_paths(store, out, None)
+    if source is None:
+        raise click.ClickException("no module store: nothing to calibrate")
+    before, after = recalibrate_routing(source, out, name, quantile, load_backbone(Settings().backbone))
+    click.echo(f"{name}: routing threshold {before:.4f} -> {after:.4f} (quantile {quantile}). Saved to {out}")
 
 
 def _routing(record: dict[str, str | int | float] | None, kind: str) -> str:
@@ -81,7 +106,8 @@ def _routing(record: dict[str, str | int | float] | None, kind: str) -> str:
         return "when no domain accepts"
     if record is None:
         return "prior only (no profile)"
-    return f"{record['queries']} queries >= {float(record['threshold']):.3f}"
+    quantile = f" (q {float(record['quantile']):g})" if record.get("quantile") is not None else ""
+    return f"{record['queries']} queries >= {float(record['threshold']):.3f}{quantile}"
 
 
 def _fusion(record: dict[str, str | int | float] | None) -> str:

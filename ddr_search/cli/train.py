@@ -95,7 +95,7 @@ def _report(result, out: Path) -> None:
     )
 
 
-def _stores(store: Path | None, out: Path | None, backbone: Path | None) -> tuple[Path | None, Path]:
+def store_paths(store: Path | None, out: Path | None, backbone: Path | None) -> tuple[Path | None, Path]:
     """Read from --store (default: the configured store, else the packaged one when the backbone is the
     packaged one); write to --out (default --store, except the packaged store, which is never written:
     then DDR_HOME/modules)."""
@@ -167,7 +167,7 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
     """Phase 2: domain modules + router jointly; the general module is frozen, so no passage changes."""
     from ddr_search.training.api import train_domains
 
-    source, out = _stores(store, out, opts["backbone"])
+    source, out = store_paths(store, out, opts["backbone"])
     _, result = train_domains(
         _read_pairs(pairs_files),
         source,
@@ -194,19 +194,28 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
     show_default=True,
     help="Train this many runs (seeds --seed, --seed + 1, ...) and keep their average: less run-to-run variance.",
 )
+@click.option(
+    "--routing-quantile",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Share of the domain's own training queries its auto-routing threshold lets fall below: higher keeps "
+    "more foreign queries out (docs/routing.md). Change it later with `ddr-search modules calibrate`.",
+)
 @training_options
-def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, average_runs, **opts) -> None:
+def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, average_runs, routing_quantile, **opts) -> None:
     """Add one domain module; every other module and every passage embedding stay bit-identical."""
     from ddr_search.training.api import train_domain
     from ddr_search.training.corpus import read_corpus
 
     if not pairs_files and corpus is None:
         raise click.UsageError("give --pairs FILE or --corpus FILE")
-    source, out = _stores(store, out, opts["backbone"])
+    source, out = store_paths(store, out, opts["backbone"])
     pairs = _read_pairs(pairs_files, domain=name) if pairs_files else None
     docs = read_corpus(corpus) if corpus is not None else None
     config = _config(opts)
     config.average_runs = average_runs
+    config.routing_quantile = routing_quantile
     _, result = train_domain(
         name, source, out, config, pairs=pairs, corpus=docs, backbone=opts["backbone"], cache_dir=cache_dir
     )

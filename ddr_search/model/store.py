@@ -147,3 +147,21 @@ def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None)
     for param in model.parameters():
         param.requires_grad_(False)
     return model
+
+
+def recalibrate_routing(
+    source: Path, out: Path, module: str, quantile: float, backbone: Backbone
+) -> tuple[float, float]:
+    """Move `module`'s auto-routing threshold to another quantile of its own queries and save the store to
+    `out`: no retraining, no re-embedding; every module, version and other threshold stays as it was.
+    Returns (threshold before, after). Raises ModuleStoreError for a module without a routing profile."""
+    from ddr_search.routing import recalibrate
+
+    model = load_store(source, backbone)
+    if module not in model.profiles:
+        known = ", ".join(sorted(model.profiles)) or "none"
+        raise ModuleStoreError(f"module store {source}: {module!r} has no routing profile (profiles: {known})")
+    before = model.profiles[module].threshold
+    model.profiles[module] = recalibrate(model.profiles[module], quantile)
+    save_store(model, out)
+    return before, model.profiles[module].threshold

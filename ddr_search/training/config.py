@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ddr_search.routing import DEFAULT_QUANTILE
+
 
 @dataclass
 class TrainConfig:
@@ -25,6 +27,7 @@ class TrainConfig:
     router_loss_weight: float = 1.0
     seed: int = 0
     average_runs: int = 1  # train_domain: average this many runs (seeds seed, seed+1, ...): loop.train_averaged
+    routing_quantile: float = DEFAULT_QUANTILE  # share of its own queries a module's routing threshold lets below
     dev_fraction: float = 0.1
     eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once per epoch
     patience: int = 2  # evaluations without improvement before stopping
@@ -41,6 +44,8 @@ class TrainConfig:
 
         if self.average_runs < 1:
             raise ValueError(f"average_runs must be at least 1, got {self.average_runs}")
+        if not 0.0 <= self.routing_quantile < 1.0:
+            raise ValueError(f"routing_quantile must be in [0, 1), got {self.routing_quantile}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
 

@@ -10,6 +10,7 @@ from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, save_store
+from ddr_search.routing import recalibrate
 from ddr_search.training.api import train_domain, train_general
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
@@ -118,7 +119,7 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
         model.router.weight.normal_(0, 0.1)
     store, out = tmp_path / "store", tmp_path / "out"
     manifest = save_store(model, store)
-    config = _config(tmp_path, max_steps=3, min_delta=-1.0)
+    config = _config(tmp_path, max_steps=3, min_delta=-1.0, routing_quantile=0.2)
     _, result = train_domain("new", store, out, config, corpus=docs, cache_dir=tmp_path / "cache")
     after = (out / "manifest.json").read_text()
     assert "new" in after and result.steps == 3
@@ -135,6 +136,9 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
     reloaded = load_store(out, load_backbone())
     assert torch.equal(reloaded.router.weight[0], model.router.weight[0])
     assert new_manifest.modules["new"].version == 1
+    profile = reloaded.profiles["new"]  # its threshold sits at the quantile the config asked for
+    assert new_manifest.modules["new"].routing["quantile"] == profile.quantile == 0.2
+    assert recalibrate(profile, 0.2).threshold == profile.threshold
     texts = [passage_text(d.title, d.text) for d in docs[:4]]
     old_encoder = TorchEncoder(load_store(store, load_backbone()), fresh_backbone.tokenizer, max_passage_length=64)
     new_encoder = TorchEncoder(reloaded, fresh_backbone.tokenizer, max_passage_length=64)
