@@ -51,8 +51,8 @@ def top1_table() -> str:
             lines.append(f"| {label} | {first / len(rows):.1%} | {routed / len(rows):.1%} |")
     lines += [
         "",
-        "Auto routing reaches the medical module for only part of these questions: the others go to a",
-        "neighbouring health module (nfcorpus, mostly) or stay on the general module, so it keeps less than",
+        "Auto routing sends most of these questions to the medical module without being told their domain;",
+        "the few others stay on the general module or reach another module, so it keeps a little less than",
         "prior routing does here. Over MedQuAD's whole test split, with MedQuAD's answers as the corpus, see",
         "`bench/reports/quality.md` (DDR-auto and DDR-prior against the frozen encoder).",
     ]

@@ -2,10 +2,13 @@
 
     .venv/bin/python scripts/release_modules.py            # trains under .ddr/release, prints a summary
     .venv/bin/python scripts/release_modules.py --ship     # ... then replaces ddr_search/pretrained
+    .venv/bin/python scripts/release_modules.py --routing-only [--ship]  # re-choose thresholds only
 
 Recipe (docs/routing.md, docs/training.md): a general module that is the exact no-op, then one domain
 module at a time with `train_domain` on top of it. Each module sees only its own data, and its routing
 profile is calibrated on its own training queries, so any module can be retrained or dropped alone.
+Then each module's routing quantile is chosen on dev queries (docs/routing.md), and the general module's
+fusion on the zero-shot collections.
 Every choice (learning rate, epochs, checkpoint) is made on train/dev splits; no test query is read.
 """
 
@@ -18,6 +21,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "ddr_search" / "pretrained"
@@ -122,8 +127,111 @@ def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path
         }
         print(f"[release] {recipe.name}: {json.dumps(summary[recipe.name])}", flush=True)
         store = out
+    summary["routing"] = routing_quantiles(store, data, limit, cache_dir)
     summary["general"] = general_fusion(store, data, limit, cache_dir)
     (work / "release.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # routing thresholds a module may get (0.05 default)
+OUTSIDE_SETS = ("pubmedqa", "wikiqa-train")  # dev queries no shipped module is for: biomedical, general
+
+
+def dev_sets(data: Path, limit: int | None) -> dict[str, tuple[dict, dict, dict, int]]:
+    """name -> (corpus, queries, qrels, passage tokens): each recipe's own dev queries (the ones its
+    training held out) and the outside sets; never a test split."""
+    from ddr_search.data.beir import load_beir
+    from ddr_search.training.beir_pairs import pairs_as_beir
+    from ddr_search.training.pairs import read_pairs, split_dev
+
+    sets = {}
+    for recipe in RECIPES:
+        folder = data / "beir" / recipe.beir
+        if recipe.dev_split:
+            sets[recipe.name] = (*load_beir(folder, recipe.dev_split), recipe.passage_length)
+            continue
+        corpus, queries, qrels = load_beir(folder, "train")
+        cfg = config(recipe, limit)
+        _, held = split_dev(data_for(recipe, data, None)[0], cfg.dev_fraction, cfg.seed)  # as training split it
+        ids = {p.query_id for p in held}
+        sets[recipe.name] = (corpus, {q: queries[q] for q in ids}, {q: qrels[q] for q in ids}, recipe.passage_length)
+    sets["pubmedqa"] = (*load_beir(data / "beir" / "pubmedqa", "train"), 256)
+    sets["wikiqa-train"] = (*pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl")), 256)
+    if limit:
+        for name, (corpus, queries, qrels, length) in sets.items():
+            queries = dict(list(queries.items())[:limit])
+            judged = {d for q in queries for d in qrels.get(q, {})}
+            corpus = {d: t for d, t in corpus.items() if d in judged} | dict(list(corpus.items())[: 4 * limit])
+            sets[name] = (corpus, queries, {q: qrels[q] for q in queries if q in qrels}, length)
+    return sets
+
+
+def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Path | None) -> dict:
+    """Each module's routing threshold, chosen on dev queries by what it is worth (ddr_search.routing_quantile):
+    its own held-out queries' NDCG@10 gain through it against the change it makes to the other sets' queries
+    it would accept; the default quantile stays unless a bootstrap says another is better. Scores come from
+    a profile of its training queries alone (the dev queries are not in it); the shipped profile (training +
+    dev queries) then takes the quantile."""
+    from ddr_search.evaluation.cache import encode_corpus
+    from ddr_search.evaluation.harness import default_cache_dir, exact_top_k, passage_texts
+    from ddr_search.evaluation.metrics import score_run
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.model.store import save_store
+    from ddr_search.routing import calibrate, profile_rows, recalibrate
+    from ddr_search.routing_quantile import RoutingEvidence, choose_quantile
+    from ddr_search.training.pairs import split_dev
+    from ddr_search.types import RoutingMode
+
+    encoder = TorchEncoder.load(store)
+    model = encoder.model
+    modules = [r.name for r in RECIPES]
+    ndcg: dict[str, dict[str, np.ndarray]] = {}  # set -> "general" or module -> per-query NDCG@10
+    unit: dict[str, np.ndarray] = {}  # set -> general-module query vectors, unit rows
+    for name, (corpus, queries, qrels, length) in dev_sets(data, limit).items():
+        ids, texts = passage_texts(corpus)
+        passages = TorchEncoder(model, encoder.tokenizer, max_passage_length=length)
+        matrix = encode_corpus(passages, ids, texts, cache_dir=cache_dir or default_cache_dir()).vectors
+        qids = [q for q in queries if q in qrels]
+        ndcg[name] = {}
+        for module in (None, *modules):
+            routing = {"domain": module} if module else {"routing": RoutingMode.NONE}
+            vectors = encoder.encode_queries([queries[q] for q in qids], **routing).vectors
+            tops = exact_top_k(vectors, matrix, 100)
+            run = {q: [(ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
+            per_query = score_run({q: qrels[q] for q in qids}, run, ("nDCG@10",))[1]
+            ndcg[name][module or "general"] = np.array([per_query[q]["nDCG@10"] for q in qids], dtype=np.float32)
+            if module is None:
+                unit[name] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    summary, notes = {}, {}
+    for recipe in RECIPES:
+        train, dev, _ = data_for(recipe, data, limit)
+        if dev is None:
+            cfg = config(recipe, limit)
+            train = split_dev(train, cfg.dev_fraction, cfg.seed)[0]
+        queries = list(dict.fromkeys(p.query for p in train))
+        kept = [queries[i] for i in profile_rows(len(queries))]
+        held_out = calibrate(recipe.name, encoder.encode_queries(kept, routing=RoutingMode.NONE).vectors)
+        thresholds = {q: recalibrate(held_out, q).threshold for q in QUANTILES}
+        evidence = {
+            name: RoutingEvidence(held_out.scores(unit[name]), ndcg[name][recipe.name] - ndcg[name]["general"])
+            for name in ndcg
+        }
+        others = [e for name, e in evidence.items() if name != recipe.name]
+        choice = choose_quantile(thresholds, evidence[recipe.name], others)
+        model.profiles[recipe.name] = recalibrate(model.profiles[recipe.name], choice.quantile)
+        summary[recipe.name] = {
+            "quantile": choice.quantile,
+            "dev_utility_by_quantile": choice.utilities,
+            "share_of_draws_beating_default": choice.confidence,
+            "share_required": choice.required,
+        }
+        notes[recipe.name] = {
+            **model.loaded_from.modules[recipe.name].notes,
+            "routing_quantile": choice.quantile,
+            "routing_dev_utility": " ".join(f"{q:g}:{u:+.4f}" for q, u in choice.utilities.items()),
+        }
+        print(f"[release] {recipe.name}: routing quantile {choice.quantile}, dev utility {choice.utilities}")
+    save_store(model, store, notes=notes)
     return summary
 
 
@@ -184,8 +292,15 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / ".ddr" / "release")
     parser.add_argument("--limit", type=int, default=None, help="train on a small slice (a smoke test)")
     parser.add_argument("--ship", action="store_true", help="copy the final store into ddr_search/pretrained")
+    parser.add_argument("--routing-only", action="store_true", help="only re-choose the trained store's thresholds")
     args = parser.parse_args()
-    release(args.data, args.work, limit=args.limit)
+    if args.routing_only:
+        summary_file = args.work / "release.json"
+        summary = json.loads(summary_file.read_text())
+        summary["routing"] = routing_quantiles(args.work / RECIPES[-1].name, args.data, args.limit, None)
+        summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+    else:
+        release(args.data, args.work, limit=args.limit)
     if args.ship:
         ship(args.work / RECIPES[-1].name)
         print(f"shipped {args.work / RECIPES[-1].name} -> {PRETRAINED}")

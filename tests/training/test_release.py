@@ -26,7 +26,7 @@ def recipe():
 def test_a_small_slice_release_has_every_shipped_domain_with_a_profile(recipe, shared_data, tmp_path):
     summary = recipe.release(shared_data, tmp_path / "work", limit=16, cache_dir=tmp_path / "cache")
     names = [r.name for r in recipe.RECIPES]
-    assert list(summary) == [*names, "general"]
+    assert list(summary) == [*names, "routing", "general"]
     assert summary["general"]["fusion"]["technique"] in {t.value for t in Technique}
     manifest = read_manifest(tmp_path / "work" / names[-1])
     assert manifest.router_rows == names  # each store is the previous one plus one module
@@ -35,6 +35,11 @@ def test_a_small_slice_release_has_every_shipped_domain_with_a_profile(recipe, s
         record = manifest.modules[name]
         assert record.routing is not None and record.routing["method"] == "knn"
         assert record.routing["queries"] >= 16
+        chosen = summary["routing"][name]  # each threshold chosen on dev queries and recorded with the module
+        assert chosen["quantile"] in recipe.QUANTILES
+        assert set(chosen["dev_utility_by_quantile"]) == set(recipe.QUANTILES)
+        assert record.routing["quantile"] == record.notes["routing_quantile"] == chosen["quantile"]
     shipped = read_manifest(recipe.PRETRAINED)  # what the package ships follows the same recipe
     assert shipped.router_rows == names
     assert all(shipped.modules[n].routing is not None for n in names)
+    assert all("routing_quantile" in shipped.modules[n].notes for n in names)
