@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 
 from ddr_search.routing import DEFAULT_QUANTILE
 
+DRAW_CHUNK = 100  # bootstrap draws resampled at once
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingEvidence:
@@ -37,6 +39,8 @@ class RoutingEvidence:
 
 @dataclass(frozen=True, slots=True)
 class QuantileChoice:
+    """The chosen quantile and the evidence for it (recorded with the module by the release)."""
+
     quantile: float
     utilities: dict[float, float]  # quantile -> own mean change + mean over the other sets of theirs
     confidence: dict[float, float]  # quantile -> bootstrap share of draws where it beats the default
@@ -70,8 +74,9 @@ def choose_quantile(
         if not len(changes):
             continue
         point += weight * changes.mean(axis=0)
-        rows = rng.integers(0, len(changes), size=(draws, len(changes)))
-        drawn += weight * changes[rows].mean(axis=1)
+        for start in range(0, draws, DRAW_CHUNK):  # [chunk, queries, quantiles] at a time: bounded memory
+            rows = rng.integers(0, len(changes), size=(min(DRAW_CHUNK, draws - start), len(changes)))
+            drawn[start : start + len(rows)] += weight * changes[rows].mean(axis=1)
     beats = (drawn > drawn[:, [column]]).mean(axis=0)
     utilities = {q: float(point[i]) for i, q in enumerate(quantiles)}
     shares = {q: float(beats[i]) for i, q in enumerate(quantiles)}
