@@ -275,6 +275,31 @@ def general_fusion(store: Path, data: Path, limit: int | None, cache_dir: Path |
     return {"fusion": config.to_record(), "dev_ndcg_by_dense_weight": scores}
 
 
+def write_routing_report(choices: dict[str, dict]) -> None:
+    """bench/reports/routing_quantiles.{json,md}: the evidence behind each shipped module's threshold."""
+    reports = REPO / "bench" / "reports"
+    (reports / "routing_quantiles.json").write_text(json.dumps(choices, indent=2) + "\n")
+    lines = [
+        "# Routing threshold per module (`python scripts/release_modules.py --routing-only`)",
+        "",
+        "Dev queries only (docs/routing.md). Worth of a quantile: the module's own held-out queries' mean "
+        "NDCG@10 change when those clearing its threshold go to it, plus the mean over the other dev sets "
+        "(the other modules' dev splits, PubMedQA train, WikiQA train) of theirs. A quantile replaces 0.05 "
+        "only when it beats it in the required share of 2,000 bootstrap resamples.",
+        "",
+        "| module | quantile | worth | share of draws beating 0.05 | chosen |",
+        "|---|---|---|---|---|",
+    ]
+    for module, choice in choices.items():
+        for quantile, worth in choice["dev_utility_by_quantile"].items():
+            share = choice["share_of_draws_beating_default"][quantile]
+            chosen = "**yes**" if float(quantile) == choice["quantile"] else ""
+            lines.append(f"| {module} | {float(quantile):g} | {worth:+.4f} | {share:.3f} | {chosen} |")
+    required = next(iter(choices.values()))["share_required"]
+    lines += ["", f"Share required: {required:.4f} (95% family-wise, Bonferroni over the candidates).", ""]
+    (reports / "routing_quantiles.md").write_text("\n".join(lines))
+
+
 def ship(store: Path) -> None:
     """Replace the packaged store (the model card stays: it is written by hand)."""
     for item in PRETRAINED.iterdir():
@@ -300,7 +325,9 @@ def main() -> int:
         summary["routing"] = routing_quantiles(args.work / RECIPES[-1].name, args.data, args.limit, None)
         summary_file.write_text(json.dumps(summary, indent=2) + "\n")
     else:
-        release(args.data, args.work, limit=args.limit)
+        summary = release(args.data, args.work, limit=args.limit)
+    if args.limit is None:
+        write_routing_report(summary["routing"])
     if args.ship:
         ship(args.work / RECIPES[-1].name)
         print(f"shipped {args.work / RECIPES[-1].name} -> {PRETRAINED}")
