@@ -89,14 +89,13 @@ def calibrate_module(name: str, quantile: float, store: Path | None, out: Path |
     """Move NAME's auto-routing threshold (higher quantile: fewer foreign queries reach it). No retraining;
     other modules, their routing and every passage vector stay as they are."""
     from ddr_search.cli.train import store_paths
-    from ddr_search.model.backbone import load_backbone
     from ddr_search.model.store import recalibrate_routing
     from ddr_search.settings import Settings
 
     source, out = store_paths(store, out, None)
     if source is None:
         raise click.ClickException("no module store: nothing to calibrate")
-    before, after = recalibrate_routing(source, out, name, quantile, load_backbone(Settings().backbone))
+    before, after = recalibrate_routing(source, out, name, quantile, Settings().backbone)
     click.echo(f"{name}: routing threshold {before:.4f} -> {after:.4f} (quantile {quantile}). Saved to {out}")
 
 

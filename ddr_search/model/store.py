@@ -30,7 +30,7 @@ from ddr_search.manifest import (
     check_compatible,
     read_manifest,
 )
-from ddr_search.model.backbone import Backbone
+from ddr_search.model.backbone import Backbone, load_backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.prefix import PrefixModule
 from ddr_search.routing import PROFILES_DIR, read_profile, write_profile
@@ -150,14 +150,15 @@ def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None)
 
 
 def recalibrate_routing(
-    source: Path, out: Path, module: str, quantile: float, backbone: Backbone
+    source: Path, out: Path, module: str, quantile: float, backbone: Path | None = None
 ) -> tuple[float, float]:
     """Move `module`'s auto-routing threshold to another quantile of its own queries and save the store to
     `out`: no retraining, no re-embedding; every module, version and other threshold stays as it was.
-    Returns (threshold before, after). Raises ModuleStoreError for a module without a routing profile."""
+    `backbone`: the store's backbone folder (None: the packaged one). Returns (threshold before, after).
+    Raises ModuleStoreError for a module without a routing profile."""
     from ddr_search.routing import recalibrate
 
-    model = load_store(source, backbone)
+    model = load_store(source, load_backbone(backbone))
     if module not in model.profiles:
         known = ", ".join(sorted(model.profiles)) or "none"
         raise ModuleStoreError(f"module store {source}: {module!r} has no routing profile (profiles: {known})")

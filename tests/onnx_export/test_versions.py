@@ -83,3 +83,28 @@ def test_export_for_no_store_is_refused_for_a_store(export_dir, store, tmp_path)
     with pytest.raises(ExportError, match="no module store is configured"):
         OrtEncoder.load(export_dir, store=None)
     OrtEncoder.load(export_dir, check_store_version=False)  # deployment without the store
+
+
+def test_a_moved_routing_threshold_refuses_the_old_export_and_a_new_export_routes_by_it(tiny_backbone, tmp_path):
+    from ddr_search.manifest import read_manifest
+    from ddr_search.model.backbone import load_backbone
+    from ddr_search.model.store import load_store, recalibrate_routing, save_store
+    from onnx_export.export import export_store
+    from onnx_export.runtime import OrtEncoder
+    from tests.onnx_export.stores import add_profiles
+
+    store = tiny_store(tiny_backbone, tmp_path / "store", seed=1)
+    backbone = load_backbone(tiny_backbone)
+    model = load_store(store, backbone)
+    add_profiles(model, backbone.tokenizer)
+    save_store(model, store)
+    export_store(store, tmp_path / "export-1", backbone=tiny_backbone)
+
+    before, after = recalibrate_routing(store, store, "legal", 0.5, tiny_backbone)
+    assert after > before
+    with pytest.raises(ExportError, match=r"was made for module store version .* run `ddr-search export"):
+        OrtEncoder.load(tmp_path / "export-1", store=store)
+    export_store(store, tmp_path / "export-2", backbone=tiny_backbone)
+    profiles = {p.module: p for p in OrtEncoder.load(tmp_path / "export-2", store=store).profiles()}
+    assert profiles["legal"].threshold == read_manifest(store).modules["legal"].routing["threshold"] == after
+    assert profiles["legal"].quantile == 0.5
