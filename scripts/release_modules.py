@@ -70,10 +70,9 @@ def config(recipe: Recipe, limit: int | None):
     return cfg
 
 
-def data_for(recipe: Recipe, data: Path, limit: int | None):
-    """(train pairs, dev pairs or None, corpus); `limit` keeps a small slice (tests)."""
+def pairs_for(recipe: Recipe, data: Path, limit: int | None):
+    """(train pairs, dev pairs or None) as `train_domain` is given them; `limit` keeps a small slice (tests)."""
     from ddr_search.training.beir_pairs import pairs_from_beir
-    from ddr_search.training.corpus import read_corpus
     from ddr_search.training.pairs import read_pairs
 
     folder = data / "beir" / recipe.beir
@@ -81,9 +80,30 @@ def data_for(recipe: Recipe, data: Path, limit: int | None):
     dev = pairs_from_beir(folder, recipe.dev_split, domain=recipe.name) if recipe.dev_split else None
     if recipe.extra_pairs:
         train += read_pairs(data / recipe.extra_pairs)[: limit or None]
-    corpus = read_corpus(folder / "corpus.jsonl")
     if limit:
         train, dev = train[:limit], (dev[: max(4, limit // 4)] if dev else None)
+    return train, dev
+
+
+def held_out_split(recipe: Recipe, data: Path, limit: int | None):
+    """(train pairs, dev pairs) as training used them: the recipe's dev split, else the share of the train
+    pairs `train_domain` holds out for early stopping."""
+    from ddr_search.training.pairs import split_dev
+
+    train, dev = pairs_for(recipe, data, limit)
+    if dev is not None:
+        return train, dev
+    cfg = config(recipe, limit)
+    return split_dev(train, cfg.dev_fraction, cfg.seed)
+
+
+def data_for(recipe: Recipe, data: Path, limit: int | None):
+    """(train pairs, dev pairs or None, corpus); `limit` keeps a small slice (tests)."""
+    from ddr_search.training.corpus import read_corpus
+
+    train, dev = pairs_for(recipe, data, limit)
+    corpus = read_corpus(data / "beir" / recipe.beir / "corpus.jsonl")
+    if limit:
         wanted = {p.id for pair in (*train, *(dev or ())) for p in pair.positives if p.id}
         corpus = [d for d in corpus if d.id in wanted] + [d for d in corpus if d.id not in wanted][: 4 * limit]
     return train, dev, corpus
@@ -134,15 +154,14 @@ def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path
 
 
 QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # routing thresholds a module may get (0.05 default)
-OUTSIDE_SETS = ("pubmedqa", "wikiqa-train")  # dev queries no shipped module is for: biomedical, general
 
 
 def dev_sets(data: Path, limit: int | None) -> dict[str, tuple[dict, dict, dict, int]]:
     """name -> (corpus, queries, qrels, passage tokens): each recipe's own dev queries (the ones its
-    training held out) and the outside sets; never a test split."""
+    training held out) and two sets no shipped module is for (biomedical, general); never a test split."""
     from ddr_search.data.beir import load_beir
     from ddr_search.training.beir_pairs import pairs_as_beir
-    from ddr_search.training.pairs import read_pairs, split_dev
+    from ddr_search.training.pairs import read_pairs
 
     sets = {}
     for recipe in RECIPES:
@@ -151,9 +170,8 @@ def dev_sets(data: Path, limit: int | None) -> dict[str, tuple[dict, dict, dict,
             sets[recipe.name] = (*load_beir(folder, recipe.dev_split), recipe.passage_length)
             continue
         corpus, queries, qrels = load_beir(folder, "train")
-        cfg = config(recipe, limit)
-        _, held = split_dev(data_for(recipe, data, None)[0], cfg.dev_fraction, cfg.seed)  # as training split it
-        ids = {p.query_id for p in held}
+        held = {p.query_id for p in held_out_split(recipe, data, limit)[1]}
+        ids = [q for q in queries if q in held]  # file order, not set order: the bootstrap draws depend on it
         sets[recipe.name] = (corpus, {q: queries[q] for q in ids}, {q: qrels[q] for q in ids}, recipe.passage_length)
     sets["pubmedqa"] = (*load_beir(data / "beir" / "pubmedqa", "train"), 256)
     sets["wikiqa-train"] = (*pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl")), 256)
@@ -179,7 +197,6 @@ def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Pat
     from ddr_search.model.store import save_store
     from ddr_search.routing import calibrate, profile_rows, recalibrate
     from ddr_search.routing_quantile import RoutingEvidence, choose_quantile
-    from ddr_search.training.pairs import split_dev
     from ddr_search.types import RoutingMode
 
     encoder = TorchEncoder.load(store)
@@ -204,10 +221,7 @@ def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Pat
                 unit[name] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     summary, notes = {}, {}
     for recipe in RECIPES:
-        train, dev, _ = data_for(recipe, data, limit)
-        if dev is None:
-            cfg = config(recipe, limit)
-            train = split_dev(train, cfg.dev_fraction, cfg.seed)[0]
+        train, _ = held_out_split(recipe, data, limit)
         queries = list(dict.fromkeys(p.query for p in train))
         kept = [queries[i] for i in profile_rows(len(queries))]
         held_out = calibrate(recipe.name, encoder.encode_queries(kept, routing=RoutingMode.NONE).vectors)
