@@ -114,8 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         export_store(store, export_dir, int8=True, progress=lambda m: print(f"  {m}", file=sys.stderr))
         export_s = time.perf_counter() - start
     encoders = {
-        "torch fp32": TorchEncoder.load(store, passage_precision="fp32"),
-        "torch bf16": TorchEncoder.load(store, passage_precision="bf16"),  # passages only: queries run fp32
+        "torch fp32": TorchEncoder.load(store, passage_precision="fp32", passage_compile="off"),
+        # passages only: queries run fp32; eager, as measured (bench/precision.py has the compiled row)
+        "torch bf16": TorchEncoder.load(store, passage_precision="bf16", passage_compile="off"),
         "ORT fp32": OrtEncoder.load(export_dir, store=store, precision="fp32", query_threads=1, passage_threads=1),
         "ORT int8": OrtEncoder.load(export_dir, store=store, precision="int8", query_threads=1, passage_threads=1),
     }

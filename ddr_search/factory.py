@@ -82,6 +82,7 @@ def _torch_encoder(settings: Settings, store: Path | None, *, threads: int = 0) 
         top_k=settings.search.top_k_modules,
         default_routing=settings.routing,
         passage_precision=settings.passage_precision,
+        passage_compile=settings.passage_compile,
     )
 
 

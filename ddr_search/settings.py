@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ddr_search.model.precision import PassagePrecision
+from ddr_search.model.precision import PassageCompile, PassagePrecision
 from ddr_search.types import RoutingMode
 
 
@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     onnx_dir: Path | None = None  # exported encoders; None = <home>/onnx when it exists
     routing: RoutingMode = RoutingMode.AUTO  # docs/routing.md: why auto, not the paper's top-k
     passage_precision: PassagePrecision = PassagePrecision.AUTO  # torch passages: bf16 on AMX CPUs (model/precision.py)
+    passage_compile: PassageCompile = PassageCompile.AUTO  # torch passages compiled after 4,096 (model/compiled.py)
     broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
     batch_size: int = 64
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)

@@ -150,15 +150,18 @@ class DDRModel(nn.Module):
         weights: torch.Tensor | None = None,
         *,
         skip_noop_general: bool = False,
+        backbone: nn.Module | None = None,
     ) -> torch.Tensor:
         """Pooled (normalised) embeddings; weights None = the passage encoder (general module only).
 
         `skip_noop_general` (inference): a no-op general module's prefix attention is not computed at all
         (the same vectors to float rounding through torch's fused attention, about 2x the passages/s of the
-        computed prefix); training keeps it."""
+        computed prefix); training keeps it. `backbone`: a compiled twin of `self.encoder` to run in its
+        place (model/compiled.py); the prefixes reach it the same way."""
         self._holder.state = self.prefix_state(attention_mask, weights, skip_noop_general)
         try:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            run = backbone if backbone is not None else self.encoder
+            hidden = run(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         finally:
             self._holder.state = None
         return pool(hidden, attention_mask, self.pooling, self.normalize)

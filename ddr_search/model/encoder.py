@@ -14,8 +14,9 @@ from ddr_search.batching import by_length
 from ddr_search.encoding import auto_encode, check_domain, named_weights
 from ddr_search.fusion import FusionConfig
 from ddr_search.model.backbone import load_backbone
+from ddr_search.model.compiled import CompiledPassages
 from ddr_search.model.ddr import DDRModel
-from ddr_search.model.precision import PassagePrecision, resolve_passage_precision
+from ddr_search.model.precision import PassageCompile, PassagePrecision, resolve_passage_precision
 from ddr_search.model.store import load_store
 from ddr_search.types import (
     QueryEncoding,
@@ -47,9 +48,11 @@ class TorchEncoder:
         default_routing: RoutingMode = RoutingMode.AUTO,
         show_progress: bool = False,
         passage_precision: PassagePrecision | str = PassagePrecision.AUTO,
+        passage_compile: PassageCompile | str = PassageCompile.AUTO,
     ) -> None:
         self.model = model.eval()
         self.passage_precision = resolve_passage_precision(passage_precision)
+        self.compiled = CompiledPassages(model.encoder, passage_compile)
         self.tokenizer = tokenizer
         self.max_passage_length = max_passage_length
         self.max_query_length = max_query_length
@@ -99,16 +102,25 @@ class TorchEncoder:
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
         """Backbone + general module only: one set of passage vectors serves every domain.
 
-        In `passage_precision` (model/precision.py: bf16 on AMX CPUs); the vectors are fp32 either way."""
+        In `passage_precision` (model/precision.py: bf16 on AMX CPUs), compiled once a process has encoded
+        enough passages to repay it (model/compiled.py); the vectors are fp32 either way."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         batches = by_length(texts, batch_size)
         bf16 = self.passage_precision is PassagePrecision.BF16
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for index, chunk in tqdm(batches, desc="encoding passages", unit="batch", disable=not self.show_progress):
                 batch = self.tokenize(chunk, self.max_passage_length)
-                vectors = self.model(batch["input_ids"], batch["attention_mask"], skip_noop_general=True)
-                out[index] = vectors.float().numpy()
+                out[index] = self._passage_vectors(batch["input_ids"], batch["attention_mask"]).float().numpy()
         return out
+
+    def _passage_vectors(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        backbone = self.compiled(len(ids))
+        if backbone is not None:
+            try:
+                return self.model(ids, mask, skip_noop_general=True, backbone=backbone)
+            except Exception as error:  # any compile failure: the eager path gives the same vectors
+                self.compiled.failed(error)
+        return self.model(ids, mask, skip_noop_general=True)
 
     def resolve_routing(self, domain: str | None, routing: RoutingMode | None) -> RoutingMode:
         has_modules = bool(self.model.module_names)

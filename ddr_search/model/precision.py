@@ -20,6 +20,15 @@ class PassagePrecision(StrEnum):
     BF16 = "bf16"  # torch.autocast: bf16 matmuls and attention, fp32 weights, layer norms and pooling
 
 
+class PassageCompile(StrEnum):
+    """Whether the torch passage encoder runs compiled (model/compiled.py); named here, torch-free, so that
+    settings can hold it without importing torch."""
+
+    AUTO = "auto"  # compile once this encoder has encoded COMPILE_AFTER passages
+    ON = "on"  # compile before the first batch
+    OFF = "off"  # always eager
+
+
 @cache
 def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where oneDNN runs bf16 matmuls on them.
