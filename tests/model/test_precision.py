@@ -31,7 +31,7 @@ def test_settings_choose_the_factory_encoders_precision(monkeypatch, tmp_path):
     assert encoder.passage_precision is PassagePrecision.FP32
 
 
-def test_bf16_passages_rank_the_demo_corpus_as_fp32_does(backbone):
+def test_bf16_passages_rank_the_demo_corpus_as_fp32_does(fresh_backbone):
     """The shipped MedQuAD sample (196 answers, each question's own answer known): bf16 vectors stay within
     cosine 0.999 of fp32 and each question's top answer is the fp32 one (bench/reports/precision.md
     measures NDCG on whole test sets)."""
@@ -42,6 +42,7 @@ def test_bf16_passages_rank_the_demo_corpus_as_fp32_does(backbone):
     docs = [json.loads(line) for line in (DEMO / "medquad.jsonl").read_text().splitlines()]
     questions = [json.loads(line)["question"] for line in (DEMO / "medquad-questions.jsonl").read_text().splitlines()]
     texts = [passage_text(d["title"], d["text"]) for d in docs]
+    backbone = fresh_backbone
     model = DDRModel(backbone)
     fp32 = TorchEncoder(model, backbone.tokenizer, passage_precision="fp32")
     bf16 = TorchEncoder(model, backbone.tokenizer, passage_precision="bf16")
