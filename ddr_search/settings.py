@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     onnx_dir: Path | None = None  # exported encoders; None = <home>/onnx when it exists
     routing: RoutingMode = RoutingMode.AUTO  # docs/routing.md: why auto, not the paper's top-k
     passage_precision: PassagePrecision = PassagePrecision.AUTO  # torch passages: bf16 on AMX CPUs (model/precision.py)
-    passage_compile: PassageCompile = PassageCompile.AUTO  # torch passages compiled after 4,096 (model/compiled.py)
+    passage_compile: PassageCompile = PassageCompile.AUTO  # torch passages compiled past 8,192 (model/compiled.py)
     broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
     batch_size: int = 64
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)

@@ -4,8 +4,9 @@ Eager torch runs every operation of the encoder as its own kernel: after bf16 mo
 the work around them (bias adds, GELU, casts, layer norms) took most of the time. Inductor fuses that work
 into the matmuls and, with frozen weights, packs them once for oneDNN; bench/reports/precision.md measures
 the passages/s and the ranking. Compiling costs about 20 s per process (dynamo tracing plus a C++ build),
-so `auto` compiles only once a process has encoded `COMPILE_AFTER` passages: a long ingest or a worker
-that lives through many batches pays it back, a one-off small ingest never pays it.
+so `auto` compiles only once a process is known to encode `COMPILE_AFTER` passages (those encoded plus the
+current call's): a long ingest, an evaluation of a large corpus or a worker that lives through many batches
+pays it back, a one-off small ingest never pays it.
 
 Shapes are dynamic (batch and length vary with every sorted batch): one compilation serves them all.
 A batch of one passage runs eagerly, since size 1 would specialise a second compilation.
@@ -23,7 +24,7 @@ from ddr_search.model.precision import PassageCompile
 
 log = logging.getLogger(__name__)
 
-COMPILE_AFTER = 4096  # passages: ~20 s of compiling is repaid after about 4,000 passages at the measured gain
+COMPILE_AFTER = 8192  # passages: ~17-20 s of compiling is repaid after about 6,000 at the measured 1.36x
 
 
 class CompiledPassages:
@@ -35,7 +36,7 @@ class CompiledPassages:
     def __init__(self, backbone: nn.Module, choice: PassageCompile | str = PassageCompile.AUTO) -> None:
         self.backbone = backbone
         self.choice = PassageCompile(choice)
-        self.encoded = 0
+        self.passages = 0  # encoded by this encoder, plus the current call's
         self._compiled: nn.Module | None = None
         self._failed = False
         self._lock = threading.Lock()
@@ -45,14 +46,17 @@ class CompiledPassages:
         """Whether the compiled backbone is serving batches now."""
         return self._compiled is not None and not self._failed
 
+    def expect(self, passages: int) -> None:
+        """Counts a call's passages before its first batch, so one call of 10k passages compiles at once."""
+        self.passages += passages
+
     def wants_compiled(self, rows: int) -> bool:
         if self.choice is PassageCompile.OFF or self._failed or rows < 2:
             return False
-        return self.choice is PassageCompile.ON or self.encoded >= COMPILE_AFTER
+        return self.choice is PassageCompile.ON or self.passages >= COMPILE_AFTER
 
     def __call__(self, rows: int) -> nn.Module | None:
         """The backbone for a batch of `rows` passages: the compiled one, or None for the model's own."""
-        self.encoded += rows
         if not self.wants_compiled(rows):
             return None
         with self._lock:

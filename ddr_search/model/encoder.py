@@ -102,11 +102,12 @@ class TorchEncoder:
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
         """Backbone + general module only: one set of passage vectors serves every domain.
 
-        In `passage_precision` (model/precision.py: bf16 on AMX CPUs), compiled once a process has encoded
-        enough passages to repay it (model/compiled.py); the vectors are fp32 either way."""
+        In `passage_precision` (model/precision.py: bf16 on AMX CPUs), compiled once a process is known to
+        encode enough passages to repay it (model/compiled.py); the vectors are fp32 either way."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         batches = by_length(texts, batch_size)
         bf16 = self.passage_precision is PassagePrecision.BF16
+        self.compiled.expect(len(texts))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for index, chunk in tqdm(batches, desc="encoding passages", unit="batch", disable=not self.show_progress):
                 batch = self.tokenize(chunk, self.max_passage_length)

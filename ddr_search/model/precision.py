@@ -24,7 +24,7 @@ class PassageCompile(StrEnum):
     """Whether the torch passage encoder runs compiled (model/compiled.py); named here, torch-free, so that
     settings can hold it without importing torch."""
 
-    AUTO = "auto"  # compile once this encoder has encoded COMPILE_AFTER passages
+    AUTO = "auto"  # compile once the encoder is known to encode COMPILE_AFTER passages (model/compiled.py)
     ON = "on"  # compile before the first batch
     OFF = "off"  # always eager
 

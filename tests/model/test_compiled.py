@@ -26,16 +26,23 @@ def demo_passages(count: int) -> list[str]:
     return [passage_text(d["title"], d["text"]) for d in map(json.loads, lines)]
 
 
-def test_auto_compiles_only_after_enough_passages_and_never_for_one_row():
+def test_auto_compiles_only_once_enough_passages_are_known_and_never_for_one_row():
     passages = CompiledPassages(torch.nn.Linear(2, 2), PassageCompile.AUTO)
-    assert passages(COMPILE_AFTER - 64) is None  # not yet repaid: eager
+    passages.expect(COMPILE_AFTER - 64)
+    assert passages(64) is None  # not worth compiling yet: eager
+    passages.expect(64)  # a later call takes the process past the threshold
     assert passages(1) is None  # one row would specialise a second graph: eager
     assert passages(64) is not None
     assert passages(64) is passages(32)  # compiled once, then reused
 
+    one_large_call = CompiledPassages(torch.nn.Linear(2, 2), PassageCompile.AUTO)
+    one_large_call.expect(COMPILE_AFTER)
+    assert one_large_call(32) is not None  # compiled from its first batch
+
     assert CompiledPassages(torch.nn.Linear(2, 2), "on")(2) is not None
     off = CompiledPassages(torch.nn.Linear(2, 2), "off")
-    assert off(10 * COMPILE_AFTER) is None
+    off.expect(10 * COMPILE_AFTER)
+    assert off(64) is None
 
 
 def test_settings_choose_the_factory_encoders_compilation(monkeypatch, tmp_path):
