@@ -88,7 +88,9 @@ def _index(
     from tqdm.auto import tqdm
 
     from ddr_search.indexing import embed_and_index  # loads torch: only when there is work to do
+    from ddr_search.model.precision import announce_passages
 
+    announce_passages(total)  # a large ingest compiles the torch passage encoder at once (model/compiled.py)
     done = 0
     try:
         with tqdm(total=total, unit="doc", desc=desc, disable=not progress, dynamic_ncols=True) as bar:

@@ -22,6 +22,15 @@ REAL_TEXTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_announced_workload(monkeypatch):
+    """An ingest announces its size process-wide (model/precision.announce_passages); in one test process the
+    ingests of earlier tests would add up and make later tests' torch encoders compile."""
+    from ddr_search.model import precision
+
+    monkeypatch.setattr(precision, "_announced_passages", 0)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (research-licensed; the project ships none of it): skip where it is absent."""

@@ -5,8 +5,9 @@ the work around them (bias adds, GELU, casts, layer norms) took most of the time
 into the matmuls and, with frozen weights, packs them once for oneDNN; bench/reports/precision.md measures
 the passages/s and the ranking. Compiling costs about 20 s per process (dynamo tracing plus a C++ build),
 so `auto` compiles only once a process is known to encode `COMPILE_AFTER` passages (those encoded plus the
-current call's): a long ingest, an evaluation of a large corpus or a worker that lives through many batches
-pays it back, a one-off small ingest never pays it.
+current call's, or what an in-process ingest announced: precision.announce_passages): a long ingest, an
+evaluation of a large corpus or a worker that lives through many batches pays it back, a one-off small
+ingest never pays it.
 
 Shapes are dynamic (batch and length vary with every sorted batch): one compilation serves them all.
 A batch of one passage runs eagerly, since size 1 would specialise a second compilation.
@@ -20,7 +21,7 @@ import threading
 import torch
 from torch import nn
 
-from ddr_search.model.precision import PassageCompile
+from ddr_search.model.precision import PassageCompile, announced_passages
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class CompiledPassages:
     def wants_compiled(self, rows: int) -> bool:
         if self.choice is PassageCompile.OFF or self._failed or rows < 2:
             return False
-        return self.choice is PassageCompile.ON or self.passages >= COMPILE_AFTER
+        return self.choice is PassageCompile.ON or max(self.passages, announced_passages()) >= COMPILE_AFTER
 
     def __call__(self, rows: int) -> nn.Module | None:
         """The backbone for a batch of `rows` passages: the compiled one, or None for the model's own."""

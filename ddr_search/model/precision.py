@@ -29,6 +29,22 @@ class PassageCompile(StrEnum):
     OFF = "off"  # always eager
 
 
+_announced_passages = 0
+
+
+def announce_passages(count: int) -> None:
+    """Tells this process's torch passage encoders that `count` more passages are coming (an in-process
+    ingest that knows its size), so that one compiles at its first batch when the whole job repays it
+    instead of after 8,192 passages. Process-wide, as the compile cost is; torch-free, so ingest can call it
+    before anything loads."""
+    global _announced_passages
+    _announced_passages += count
+
+
+def announced_passages() -> int:
+    return _announced_passages
+
+
 @cache
 def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where oneDNN runs bf16 matmuls on them.

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ddr_search.model import compiled as compiled_module
+from ddr_search.model import precision
 from ddr_search.model.compiled import COMPILE_AFTER, CompiledPassages
 from ddr_search.model.precision import PassageCompile
 
@@ -43,6 +44,26 @@ def test_auto_compiles_only_once_enough_passages_are_known_and_never_for_one_row
     off = CompiledPassages(torch.nn.Linear(2, 2), "off")
     off.expect(10 * COMPILE_AFTER)
     assert off(64) is None
+
+
+def test_an_announced_workload_compiles_from_the_first_batch():
+    passages = CompiledPassages(torch.nn.Linear(2, 2), PassageCompile.AUTO)
+    passages.expect(64)
+    assert passages(64) is None
+    precision.announce_passages(COMPILE_AFTER)  # an ingest of that many documents starts
+    assert passages(64) is not None
+
+
+def test_an_in_process_ingest_announces_its_size(tmp_path):
+    from ddr_search.client import DDRSearch
+    from ddr_search.settings import Settings
+    from tests.doubles import HashingEncoder
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i}"}) + "\n" for i in range(70)))
+    with DDRSearch(Settings(home=tmp_path / "home"), encoder=HashingEncoder()) as client:
+        client.ingest(corpus)
+    assert precision.announced_passages() == 70
 
 
 def test_settings_choose_the_factory_encoders_compilation(monkeypatch, tmp_path):
