@@ -2,10 +2,12 @@
 
 Every system embeds the same documents (the first N SciFact passages, title + text, up to 256
 tokens) with one torch thread per process, into a fresh embedded store, and must end with every
-document stored exactly once. Workers are real `ddr-search worker` subprocesses on a real broker
-(Redis by default); each is warmed up first (every pool process loads its encoder on a small job), so
-documents/s measures steady-state embedding + indexing + queueing, from the first publish to the
-last batch recorded. The in-process baseline is the same batch code (workers.ingest.run_inline).
+document stored exactly once, each with the passage encoder eager and compiled (DDR_PASSAGE_COMPILE=off
+/ on). Workers are real `ddr-search worker` subprocesses on a real broker (Redis by default); each is
+warmed up first (every pool process loads its encoder, and compiles it, on a small job), so documents/s
+measures steady-state embedding + indexing + queueing, from the first publish to the last batch
+recorded. The in-process baseline is the same batch code (workers.ingest.run_inline), warmed up the
+same way on two passages.
 
     python bench/ingest.py [--documents 1000] [--batch-size 64] [--broker redis://localhost:6379/0]
 
@@ -15,6 +17,7 @@ Writes bench/reports/ingest.{json,md}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -55,10 +58,10 @@ def write_corpus(path: Path, limit: int) -> str:
     return "BEIR SciFact corpus" if sources == [SCIFACT] else "ddr-search demo corpus"
 
 
-def settings_for(home: Path, broker: str | None, queue: str):
+def settings_for(home: Path, broker: str | None, queue: str, compiled: str = "auto"):
     from ddr_search.settings import Settings, WorkerSettings
 
-    return Settings(home=home, broker_url=broker, workers=WorkerSettings(queue=queue))
+    return Settings(home=home, broker_url=broker, workers=WorkerSettings(queue=queue), passage_compile=compiled)
 
 
 def stored(settings) -> int:
@@ -71,7 +74,7 @@ def stored(settings) -> int:
         backend.close()
 
 
-def run_inline(corpus: Path, home: Path, batch_size: int) -> dict[str, float]:
+def run_inline(corpus: Path, home: Path, batch_size: int, compiled: str) -> dict[str, float]:
     import torch
 
     from ddr_search import factory
@@ -79,9 +82,10 @@ def run_inline(corpus: Path, home: Path, batch_size: int) -> dict[str, float]:
     from workers.ingest import run_inline as inline
 
     torch.set_num_threads(1)
-    settings = settings_for(home, None, "unused")
+    settings = settings_for(home, None, "unused", compiled)
     started = time.perf_counter()
     encoder = factory.build_encoder(settings)
+    encoder.encode_passages(["a warm-up passage", "another warm-up passage"])  # compiles, when on
     backend = factory.build_backend(settings, encoder.dimension)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -92,7 +96,9 @@ def run_inline(corpus: Path, home: Path, batch_size: int) -> dict[str, float]:
     return {"elapsed_s": elapsed, "warmup_s": load_s, "stored": stored(settings), "documents": result.documents}
 
 
-def run_workers(corpus: Path, home: Path, batch_size: int, broker: str, processes: int, log: Path) -> dict[str, float]:
+def run_workers(
+    corpus: Path, home: Path, batch_size: int, broker: str, processes: int, compiled: str, log: Path
+) -> dict[str, float]:
     from ddr_search.data.documents import read_documents
     from ddr_search.factory import build_celery_app, build_job_store
     from ddr_search.types import Document
@@ -101,7 +107,7 @@ def run_workers(corpus: Path, home: Path, batch_size: int, broker: str, processe
     queue = f"ddr-bench-{uuid.uuid4().hex[:8]}"
     settings = settings_for(home, broker, queue)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DDR_")}
-    env.update(DDR_HOME=str(home), DDR_BROKER_URL=broker, DDR_WORKERS__QUEUE=queue)
+    env.update(DDR_HOME=str(home), DDR_BROKER_URL=broker, DDR_WORKERS__QUEUE=queue, DDR_PASSAGE_COMPILE=compiled)
     with log.open("wb") as handle:
         worker = subprocess.Popen(
             [str(DDR_SEARCH), "worker", "--concurrency", str(processes), "--threads", "1", "--loglevel", "info"],
@@ -152,19 +158,21 @@ def main() -> None:
         corpus_path = root / "corpus.jsonl"
         corpus = write_corpus(corpus_path, args.documents)
         systems = [("in-process (no broker)", None), ("1 worker process", 1), ("2 worker processes", 2)]
-        for name, processes in systems:
+        for (system, processes), compiled in itertools.product(systems, ("off", "on")):
+            name = f"{system}, {'compiled' if compiled == 'on' else 'eager'}"
             load_before = os.getloadavg()[0]
-            home = root / f"home-{processes or 0}"
+            home = root / f"home-{processes or 0}-{compiled}"
             if processes is None:
-                result = run_inline(corpus_path, home, args.batch_size)
+                result = run_inline(corpus_path, home, args.batch_size, compiled)
             else:
-                log = root / f"worker-{processes}.log"
-                result = run_workers(corpus_path, home, args.batch_size, args.broker, processes, log)
+                log = root / f"worker-{processes}-{compiled}.log"
+                result = run_workers(corpus_path, home, args.batch_size, args.broker, processes, compiled, log)
             assert result["stored"] == result["documents"] == args.documents, result
             rows.append(
                 {
                     "system": name,
                     "processes": processes or 1,
+                    "passage_compile": compiled,
                     "documents": result["documents"],
                     "elapsed_s": round(result["elapsed_s"], 2),
                     "documents_per_s": round(result["documents"] / result["elapsed_s"], 2),
@@ -194,7 +202,7 @@ def main() -> None:
 
 def write_report(record: dict) -> None:
     rows = record["results"]
-    header = "| system | documents/s | x in-process | elapsed s | warm-up s | load avg before/after |"
+    header = "| system | documents/s | x in-process eager | elapsed s | warm-up s | load avg before/after |"
     lines = [header, "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
@@ -210,11 +218,13 @@ def write_report(record: dict) -> None:
         "# Ingest throughput: in-process vs Celery workers\n\n"
         f"{record['documents']} documents of the {record['corpus']} (title + text, up to 256 tokens), batches "
         f"of {record['batch_size']}, one torch thread per process, {record['broker']} broker, embedded store. "
-        "One run; workers warmed up first (each pool process loaded its encoder on a small job), so "
-        "documents/s runs from the first publish to the last batch recorded.\n\n"
+        "One run; every system warmed up first (each process loaded its encoder, and compiled it where "
+        "compiled, on a small job: the warm-up column), so documents/s runs from the first publish to the last "
+        "batch recorded. Eager = DDR_PASSAGE_COMPILE=off, compiled = on; the default (auto) compiles once a "
+        "process is known to encode 8,192 passages (docs/performance.md).\n\n"
         f"{table}\n\n"
-        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, torch {m['torch']}, "
-        f"celery {m['celery']}.\n\n"
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, torch {m['versions']['torch']}, "
+        f"celery {m['versions']['celery']}.\n\n"
         "How to read it: every process embeds on one thread, so on an idle 2-CPU machine 2 worker "
         "processes can approach twice one process, and one worker process should match in-process (the "
         "queue costs milliseconds per batch against seconds of embedding). The load average column says "

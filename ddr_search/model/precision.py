@@ -1,4 +1,5 @@
-"""Which arithmetic the torch passage encoder runs in.
+"""Which arithmetic the torch passage encoder runs in, and whether it runs compiled (the choice and the
+workload it weighs live here, torch-free; the compiling itself in model/compiled.py).
 
 Passage encoding is the product's bulk work (ingest, re-embedding, evaluation and training caches). On CPUs
 with AMX tiles, bf16 matmuls run several times faster than fp32 ones, and the passage vectors keep the
