@@ -56,7 +56,7 @@ class CompiledPassages:
             return False
         return self.choice is PassageCompile.ON or max(self.passages, announced_passages()) >= COMPILE_AFTER
 
-    def __call__(self, rows: int) -> nn.Module | None:
+    def backbone_for(self, rows: int) -> nn.Module | None:
         """The backbone for a batch of `rows` passages: the compiled one, or None for the model's own."""
         if not self.wants_compiled(rows):
             return None

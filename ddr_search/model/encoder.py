@@ -115,7 +115,7 @@ class TorchEncoder:
         return out
 
     def _passage_vectors(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        backbone = self.compiled(len(ids))
+        backbone = self.compiled.backbone_for(len(ids))
         if backbone is not None:
             try:
                 return self.model(ids, mask, skip_noop_general=True, backbone=backbone)

@@ -30,28 +30,28 @@ def demo_passages(count: int) -> list[str]:
 def test_auto_compiles_only_once_enough_passages_are_known_and_never_for_one_row():
     passages = CompiledPassages(torch.nn.Linear(2, 2), PassageCompile.AUTO)
     passages.expect(COMPILE_AFTER - 64)
-    assert passages(64) is None  # not worth compiling yet: eager
+    assert passages.backbone_for(64) is None  # not worth compiling yet: eager
     passages.expect(64)  # a later call takes the process past the threshold
-    assert passages(1) is None  # one row would specialise a second graph: eager
-    assert passages(64) is not None
-    assert passages(64) is passages(32)  # compiled once, then reused
+    assert passages.backbone_for(1) is None  # one row would specialise a second graph: eager
+    assert passages.backbone_for(64) is not None
+    assert passages.backbone_for(64) is passages.backbone_for(32)  # compiled once, then reused
 
     one_large_call = CompiledPassages(torch.nn.Linear(2, 2), PassageCompile.AUTO)
     one_large_call.expect(COMPILE_AFTER)
-    assert one_large_call(32) is not None  # compiled from its first batch
+    assert one_large_call.backbone_for(32) is not None  # compiled from its first batch
 
-    assert CompiledPassages(torch.nn.Linear(2, 2), "on")(2) is not None
+    assert CompiledPassages(torch.nn.Linear(2, 2), "on").backbone_for(2) is not None
     off = CompiledPassages(torch.nn.Linear(2, 2), "off")
     off.expect(10 * COMPILE_AFTER)
-    assert off(64) is None
+    assert off.backbone_for(64) is None
 
 
 def test_an_announced_workload_compiles_from_the_first_batch():
     passages = CompiledPassages(torch.nn.Linear(2, 2), PassageCompile.AUTO)
     passages.expect(64)
-    assert passages(64) is None
+    assert passages.backbone_for(64) is None
     precision.announce_passages(COMPILE_AFTER)  # an ingest of that many documents starts
-    assert passages(64) is not None
+    assert passages.backbone_for(64) is not None
 
 
 def test_an_in_process_ingest_announces_its_size(tmp_path):
