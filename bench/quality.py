@@ -36,6 +36,22 @@ SETS = {  # name: (kind, module serving it, passage tokens)
     "wikiqa-test": ("zero-shot", None, 256),
 }
 DR_PAIRS = {"scifact": "scifact", "nfcorpus": "nfcorpus", "medical": "medquad"}  # the modules' own data
+BOOTSTRAP_DRAWS = 5000
+
+
+def paired_gain(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean per-query NDCG@10 change and its 95% bootstrap interval (queries resampled, seeded): how far a
+    set's measured gain could move on another sample of its queries."""
+    qids = sorted(before)
+    delta = np.array([after[q]["nDCG@10"] - before[q]["nDCG@10"] for q in qids])
+    draws = np.random.default_rng(0).integers(0, len(delta), (BOOTSTRAP_DRAWS, len(delta)))
+    means = delta[draws].mean(axis=1)
+    return {
+        "mean": round(float(delta.mean()), 4),
+        "ci95": [round(float(np.quantile(means, 0.025)), 4), round(float(np.quantile(means, 0.975)), 4)],
+        "improved": round(float(np.mean(delta > 0)), 3),
+        "hurt": round(float(np.mean(delta < 0)), 3),
+    }
 
 
 def load_set(name: str):
@@ -128,6 +144,7 @@ def main() -> int:
     default = FusionConfig()
 
     metrics: dict[str, dict[str, dict[str, float]]] = {}
+    module_gains: dict[str, dict[str, float]] = {}
     routing: dict[str, dict[str, float]] = {}
     independence: dict[str, dict[str, object]] = {n: {} for n in modules}
 
@@ -157,6 +174,9 @@ def main() -> int:
         put("BM25", name, lexical, qrels)
         for row, run in runs.items():
             put(row, name, run, qrels)
+        if module is not None:
+            per_query = {row: score_run(qrels, runs[row], ("nDCG@10",))[1] for row in ("frozen", "DDR-prior")}
+            module_gains[name] = paired_gain(per_query["frozen"], per_query["DDR-prior"])
         defaults = dict.fromkeys(queries, default)
         prior = dict.fromkeys(queries, routed_fusion({module: 1.0} if module else {}, configs) or default)
         auto = {q: routed_fusion(weights[q], configs) or default for q in queries}
@@ -196,6 +216,7 @@ def main() -> int:
         "store": str(args.store),
         "sets": {n: {"kind": k, "module": m, "passage_tokens": t} for n, (k, m, t) in SETS.items()},
         "metrics": metrics,
+        "module_gains": module_gains,
         "routing": routing,
         "independence": independence,
         "fusion": {n: c.to_record() for n, c in configs.items()},
@@ -252,6 +273,21 @@ def markdown(report) -> str:
     for row in rows:
         cells = [f"{report['metrics'][row][n]['nDCG@10']:.3f} / {report['metrics'][row][n]['R@100']:.3f}" for n in sets]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if report.get("module_gains"):
+        lines += [
+            "",
+            "## Module gain over the frozen encoder (DDR-prior, dense), with its noise",
+            "",
+            "Mean per-query NDCG@10 change on the test queries, its 95% bootstrap interval (queries resampled, "
+            f"{BOOTSTRAP_DRAWS} draws) and the share of queries the module improves / hurts.",
+            "",
+            "| set | gain | 95% interval | improved | hurt |",
+            "|---|---|---|---|---|",
+        ]
+        for name, g in report["module_gains"].items():
+            lo, hi = g["ci95"]
+            shares = f"{g['improved']:.2f} | {g['hurt']:.2f}"
+            lines.append(f"| {name} | {g['mean']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {shares} |")
     lines += [
         "",
         "## Routing (DDR-auto)",
