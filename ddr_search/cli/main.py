@@ -55,6 +55,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     if not debug:  # the clients log every failed attempt; the one line the command prints says it all
         for noisy in ("opensearch", "urllib3", "elastic_transport"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
+        # a long ingest pauses ~20 s on its first batch to compile the encoder: say why (model/compiled.py)
+        logging.getLogger("ddr_search.model.compiled").setLevel(logging.INFO)
 
 
 def _register() -> None:

@@ -248,3 +248,18 @@ def test_the_shipped_modules_route_a_health_question_and_leave_an_off_topic_one_
     assert {h["id"] for h in health[:2]} == answers
     legal = json.loads(run(home, "search", "time limit to sue for fraud", "--json", "--k", "3").stdout)
     assert all(hit["routing"] == {} for hit in legal) and legal[0]["id"] == "legal-001"
+
+
+@pytest.mark.slow
+def test_a_compiling_ingest_says_why_it_pauses(tmp_path):
+    """The real command with DDR_PASSAGE_COMPILE=on: the ~20 s compile on the first batch is announced on
+    stderr (the CLI shows warnings only, but this one line), and every document is stored."""
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"id": f"n{i}", "text": f"a note {i} on tenancy"}) + "\n" for i in range(6)))
+    env = {**os.environ, "DDR_HOME": str(tmp_path / "home"), "DDR_PASSAGE_COMPILE": "on"}
+    command = [str(Path(sys.executable).with_name("ddr-search")), "ingest", "--domain", "legal", str(path)]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "compiling the passage encoder" in done.stderr
+    assert "failed" not in done.stderr
+    assert json.loads(run(tmp_path / "home", "stats", "--json").stdout)["documents"] == 6

@@ -74,6 +74,7 @@ def test_settings_choose_the_factory_encoders_compilation(monkeypatch, tmp_path)
     assert build_encoder(Settings(home=tmp_path)).compiled.choice is PassageCompile.OFF
 
 
+@pytest.mark.slow
 def test_compiled_passages_match_eager_with_and_without_a_general_prefix(fresh_backbone):
     """The no-op general module (the shipped case: the plain backbone) and an active one (prefix attention,
     its keys passed to the compiled graph at each call): compiled vectors are the eager ones to bf16/fp32
@@ -100,6 +101,7 @@ def test_compiled_passages_match_eager_with_and_without_a_general_prefix(fresh_b
     assert (expected * active_got).sum(axis=1).min() < 0.999  # the prefixes really changed the compiled output
 
 
+@pytest.mark.slow
 def test_a_failed_compilation_warns_once_and_encodes_eagerly(fresh_backbone, monkeypatch, caplog):
     """No C++ compiler (a path that does not exist, with inductor's on-disk cache off so nothing is reused):
     one warning, and the same vectors as the eager encoder for this and every later call."""
