@@ -190,8 +190,7 @@ def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Pat
     it would accept; the default quantile stays unless a bootstrap says another is better. Scores come from
     a profile of its training queries alone (the dev queries are not in it); the shipped profile (training +
     dev queries) then takes the quantile."""
-    from ddr_search.evaluation.cache import encode_corpus
-    from ddr_search.evaluation.harness import default_cache_dir, exact_top_k, passage_texts
+    from ddr_search.evaluation.harness import default_cache_dir, dense_runs
     from ddr_search.evaluation.metrics import score_run
     from ddr_search.model.encoder import TorchEncoder
     from ddr_search.model.store import save_store
@@ -205,20 +204,20 @@ def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Pat
     ndcg: dict[str, dict[str, np.ndarray]] = {}  # set -> "general" or module -> per-query NDCG@10
     unit: dict[str, np.ndarray] = {}  # set -> general-module query vectors, unit rows
     for name, (corpus, queries, qrels, length) in dev_sets(data, limit).items():
-        ids, texts = passage_texts(corpus)
-        passages = TorchEncoder(model, encoder.tokenizer, max_passage_length=length)
-        matrix = encode_corpus(passages, ids, texts, cache_dir=cache_dir or default_cache_dir()).vectors
+        passages = TorchEncoder(model, encoder.tokenizer, max_passage_length=length)  # queries as `encoder`'s
         qids = [q for q in queries if q in qrels]
+        judged = {q: queries[q] for q in qids}
         ndcg[name] = {}
         for module in (None, *modules):
             routing = {"domain": module} if module else {"routing": RoutingMode.NONE}
-            vectors = encoder.encode_queries([queries[q] for q in qids], **routing).vectors
-            tops = exact_top_k(vectors, matrix, 100)
-            run = {q: [(ids[r], s) for r, s in top] for q, top in zip(qids, tops, strict=True)}
+            run = dense_runs(
+                corpus, judged, passages, **routing, depth=100, cache_dir=cache_dir or default_cache_dir(),
+                show_progress=False,
+            )[0]  # fmt: skip
             per_query = score_run({q: qrels[q] for q in qids}, run, ("nDCG@10",))[1]
             ndcg[name][module or "general"] = np.array([per_query[q]["nDCG@10"] for q in qids], dtype=np.float32)
-            if module is None:
-                unit[name] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = encoder.encode_queries(list(judged.values()), routing=RoutingMode.NONE).vectors
+        unit[name] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     summary, notes = {}, {}
     for recipe in RECIPES:
         train, _ = held_out_split(recipe, data, limit)
