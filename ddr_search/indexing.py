@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ddr_search.batching import batched
 from ddr_search.types import Backend, Document, Encoder, IndexedDocument, passage_text
 
 
@@ -34,10 +35,7 @@ def embed_and_index(
     if not documents:
         return 0
     version = encoder.version
-    stored_versions = backend.versions([d.id for d in documents])
-    same_version = [d.id for d in documents if stored_versions.get(d.id) == version]
-    stored = backend.get(same_version) if same_version else {}
-    todo = [d for d in documents if stored.get(d.id) != d]
+    todo, stored_versions = pending(documents, version, backend)
     if todo:
         vectors = encoder.encode_passages([passage_text(d.title, d.text) for d in todo], batch_size=batch_size)
         backend.upsert(
@@ -48,3 +46,17 @@ def embed_and_index(
         counts.unchanged += len(documents) - len(todo)
         counts.replaced += sum(1 for d in todo if d.id in stored_versions)
     return len(documents)
+
+
+def pending(documents: Sequence[Document], version: str, backend: Backend) -> tuple[list[Document], Mapping[str, str]]:
+    """The documents of a batch that must be encoded (not stored, or stored with other content or under
+    another encoder version), and the encoder versions stored for the batch's ids."""
+    stored_versions = backend.versions([d.id for d in documents])
+    same_version = [d.id for d in documents if stored_versions.get(d.id) == version]
+    stored = backend.get(same_version) if same_version else {}
+    return [d for d in documents if stored.get(d.id) != d], stored_versions
+
+
+def count_pending(documents: Iterable[Document], version: str, backend: Backend, *, chunk: int = 500) -> int:
+    """How many of `documents` an ingest will encode: what a re-run after a crash has left, not its whole input."""
+    return sum(len(pending(batch, version, backend)[0]) for batch in batched(documents, chunk))

@@ -7,7 +7,7 @@ ingest again completes it with no duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -75,7 +75,7 @@ def check_domain_moves(
 
 
 def _index(
-    documents: Iterable[Document],
+    documents: Callable[[], Iterable[Document]],
     total: int,
     *,
     encoder: Encoder,
@@ -87,14 +87,15 @@ def _index(
 ) -> int:
     from tqdm.auto import tqdm
 
-    from ddr_search.indexing import embed_and_index  # loads torch: only when there is work to do
-    from ddr_search.model.precision import announce_passages
+    from ddr_search.indexing import count_pending, embed_and_index
+    from ddr_search.model.precision import COMPILE_AFTER, announce_passages
 
-    announce_passages(total)  # a large ingest compiles the torch passage encoder at once (model/compiled.py)
+    if total >= COMPILE_AFTER:  # only a large ingest compiles the torch passage encoder at once (model/compiled.py)
+        announce_passages(count_pending(documents(), encoder.version, backend))  # a re-run: what is left
     done = 0
     try:
         with tqdm(total=total, unit="doc", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
-            for batch in batched(documents, batch_size):
+            for batch in batched(documents(), batch_size):
                 done += embed_and_index(batch, encoder, backend, batch_size=batch_size, counts=counts)
                 bar.update(len(batch))
     except KeyboardInterrupt:
@@ -154,7 +155,7 @@ def index_checked(
     check_domain_moves(documents(), backend, allow=allow_domain_change, source=str(check.path))
     counts = IndexCounts()
     indexed = _index(
-        documents(),
+        documents,
         check.documents,
         encoder=encoder,
         backend=backend,
@@ -210,7 +211,7 @@ def ingest_documents(
     check_domain_moves(documents, backend, allow=allow_domain_change, source="<documents>")
     counts = IndexCounts()
     indexed = _index(
-        documents,
+        lambda: documents,
         len(documents),
         encoder=encoder,
         backend=backend,

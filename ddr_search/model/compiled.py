@@ -21,11 +21,9 @@ import threading
 import torch
 from torch import nn
 
-from ddr_search.model.precision import PassageCompile, announced_passages
+from ddr_search.model.precision import COMPILE_AFTER, PassageCompile, announced_passages
 
 log = logging.getLogger(__name__)
-
-COMPILE_AFTER = 8192  # passages: ~17-20 s of compiling is repaid after about 6,000 at the measured 1.36x
 
 
 class CompiledPassages:

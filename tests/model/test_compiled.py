@@ -54,16 +54,29 @@ def test_an_announced_workload_compiles_from_the_first_batch():
     assert passages.backbone_for(64) is not None
 
 
-def test_an_in_process_ingest_announces_its_size(tmp_path):
+def test_a_large_in_process_ingest_announces_what_it_will_encode(tmp_path, monkeypatch):
+    """Only what is left to encode counts: a re-run after a crash, or an update of a few documents, of a
+    large file must not compile the encoder (about 20 s) for the few passages it encodes."""
     from ddr_search.client import DDRSearch
     from ddr_search.settings import Settings
     from tests.doubles import HashingEncoder
 
+    def write(texts: dict[str, str]) -> Path:
+        corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in texts.items()))
+        return corpus
+
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i}"}) + "\n" for i in range(70)))
+    texts = {f"d{i}": f"document {i}" for i in range(70)}
+    monkeypatch.setattr(precision, "COMPILE_AFTER", 50)
     with DDRSearch(Settings(home=tmp_path / "home"), encoder=HashingEncoder()) as client:
-        client.ingest(corpus)
-    assert precision.announced_passages() == 70
+        client.ingest(write(dict(list(texts.items())[:40])))  # below the threshold: nothing to announce
+        assert precision.announced_passages() == 0
+        client.ingest(write(texts))  # 40 stored already, 30 to encode
+        assert precision.announced_passages() == 30
+        texts |= {"d0": "changed", "d1": "changed", "d70": "new"}
+        report = client.ingest(write(texts))
+    assert (report.written, report.unchanged) == (3, 68)
+    assert precision.announced_passages() == 30 + 3
 
 
 def test_settings_choose_the_factory_encoders_compilation(monkeypatch, tmp_path):
