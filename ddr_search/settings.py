@@ -73,7 +73,7 @@ class OpenSearchSettings(ClusterSettings):
     hnsw_m: int = 16
     hnsw_ef_construction: int = 128
     hnsw_ef_search: int = 256  # candidates per kNN query (at least k): exact-search recall at 100 candidates
-    # client: BM25 + kNN in one _msearch, fused here (measured fastest: bench/reports/opensearch.md);
+    # client: BM25 + kNN in one _msearch, fused here (measured fastest: bench/reports/clusters.md);
     # auto: the native `hybrid` query + pipeline where it ranks exactly alike; native: always
     hybrid: Literal["auto", "native", "client"] = "client"
 
