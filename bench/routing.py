@@ -30,7 +30,6 @@ import numpy as np
 from _common import BEIR, REPORTS, SHARED_DATA, machine
 
 QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
-ZERO_SHOT = ("cacm", "cranfield", "adi", "wikiqa-test")
 
 
 def held_out(key: str, fraction: float) -> bool:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 from ddr_search.batching import batched
-from ddr_search.data.documents import FileCheck, check_file, document_from_record, read_documents
+from ddr_search.data.documents import FileCheck, document_from_record, read_documents
 from ddr_search.errors import BackendError, DDRSearchError, InputError
 from ddr_search.indexing import IndexCounts
 from ddr_search.names import check_name
@@ -108,30 +107,6 @@ def _index(
     except BackendError as e:
         raise BackendError(f"{done} documents are stored, but {e}") from e
     return done
-
-
-def ingest_file(
-    path: str | Path,
-    *,
-    encoder: Encoder,
-    backend: Backend,
-    domain: str | None = None,
-    batch_size: int = 64,
-    skip_invalid: bool = False,
-    progress: bool = False,
-    allow_domain_change: bool = False,
-) -> IngestReport:
-    """Validate `path` (JSONL), then embed and write it. Raises InputError naming file, line and field."""
-    check = check_file(path, domain=domain, skip_invalid=skip_invalid)
-    return index_checked(
-        check,
-        encoder=encoder,
-        backend=backend,
-        domain=domain,
-        batch_size=batch_size,
-        progress=progress,
-        allow_domain_change=allow_domain_change,
-    )
 
 
 def index_checked(

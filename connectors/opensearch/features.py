@@ -14,7 +14,6 @@ from connectors.opensearch.client import wrapped
 from ddr_search.errors import BackendError
 from ddr_search.fusion import FusionConfig, Technique
 
-KNN_PLUGIN = "opensearch-knn"
 NEURAL_PLUGIN = "opensearch-neural-search"
 # hybrid `pagination_depth` and the score-ranker (RRF) processor both arrived in 2.19
 NATIVE_HYBRID_SINCE = (2, 19, 0)

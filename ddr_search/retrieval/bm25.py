@@ -134,9 +134,6 @@ class BM25Index:
         rows = rows[np.lexsort((rows, -scores[rows]))]
         return [(self.ids[i], float(scores[i])) for i in rows]
 
-    def search_many(self, queries: Sequence[str], k: int, mask: np.ndarray | None = None) -> list[ScoredIds]:
-        return [self.search(q, k, mask) for q in queries]
-
     def save(self, directory: str | Path) -> None:
         """Write the index (bm25s's files + our ids and parameters) to `directory`."""
         directory = Path(directory)

@@ -40,7 +40,6 @@ class DualTask:
         self.dev_pairs = list(dev)
         self.groups = groups
         self.config = config
-        self._rng = random.Random(config.seed)
 
     def param_groups(self) -> list[dict[str, object]]:
         return self.groups

@@ -104,7 +104,7 @@ def test_save_load_round_trip(scifact_slice, tmp_path: Path) -> None:
     index.save(tmp_path / "bm25")
     loaded = BM25Index.load(tmp_path / "bm25")
     assert len(loaded) == len(index) == N_DOCS
-    assert loaded.search_many(queries[:10], 10) == index.search_many(queries[:10], 10)
+    assert [loaded.search(q, 10) for q in queries[:10]] == [index.search(q, 10) for q in queries[:10]]
 
 
 def test_edges(tmp_path: Path) -> None:
