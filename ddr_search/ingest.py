@@ -90,7 +90,10 @@ def _index(
     from ddr_search.model.precision import COMPILE_AFTER, announce_passages
 
     if total >= COMPILE_AFTER:  # only a large ingest compiles the torch passage encoder at once (model/compiled.py)
-        announce_passages(count_pending(documents(), encoder.version, backend))  # a re-run: what is left
+        stored_check = tqdm(
+            documents(), total=total, unit="doc", desc="checking what is stored", disable=not progress, leave=False
+        )
+        announce_passages(count_pending(stored_check, encoder.version, backend))  # a re-run: what is left
     done = 0
     try:
         with tqdm(total=total, unit="doc", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
