@@ -39,7 +39,8 @@ class IngestReport:
         detail = f"{self.written} encoded and written, {self.unchanged} unchanged (stored already)"
         if self.replaced:
             detail += f", {self.replaced} replaced documents stored under the same id"
-        return f"indexed {self.indexed} documents from {self.source} (domain: {self.domain or 'none'}; {detail})"
+        noun = "document" if self.indexed == 1 else "documents"
+        return f"indexed {self.indexed} {noun} from {self.source} (domain: {self.domain or 'none'}; {detail})"
 
 
 class IngestInterrupted(DDRSearchError):

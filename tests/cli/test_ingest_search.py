@@ -105,6 +105,13 @@ def test_unknown_domain_search_is_a_clear_error(seeded):
     assert "unknown domain 'astrology'" in result.stderr
 
 
+def test_the_ingest_summary_says_one_document_in_the_singular():
+    from ddr_search.ingest import IngestReport
+
+    assert IngestReport("a.jsonl", "legal", 1, written=1).summary().startswith("indexed 1 document from a.jsonl")
+    assert IngestReport("a.jsonl", None, 2, unchanged=2).summary().startswith("indexed 2 documents from a.jsonl")
+
+
 # -- with the real encoder ------------------------------------------------------------------------
 
 
