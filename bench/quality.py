@@ -5,7 +5,8 @@
 Every set's test split (nothing here tunes on it), NDCG@10 and R@100 by ir-measures: in-domain SciFact,
 NFCorpus, MedQuAD (each has a shipped module), PubMedQA (biomedical, no module of its own) and zero-shot
 CACM, Cranfield, ADI, WikiQA test. Rows: BM25; frozen encoder; DR = full fine-tuning of the query tower on
-the union of the modules' training pairs (what a user would do instead); DDR-prior (the set's module named);
+the union of the modules' training pairs, one epoch (what a user would do instead; per domain and
+longer it is far stronger: bench/headroom.py); DDR-prior (the set's module named);
 DDR-auto (no domain given: the default routing); hybrids with the default 0.5/0.5 fusion and with the
 fusion tuned per module on dev queries. Also: routing accuracy, what removing one module changes for the
 other sets (domain independence), and training seconds per module.
