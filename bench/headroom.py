@@ -3,7 +3,7 @@ pairs (issue 10, item 3: does a 0.65% query-side module leave gain on the table?
 
     python bench/headroom.py [--domains scifact,nfcorpus,medical]   # default scifact,nfcorpus: about 4 minutes
 
-`medical` fine-tunes on MedQuAD's ~13,600 pairs: far longer (over 15 minutes here, not in the committed run).
+`medical` fine-tunes on MedQuAD's ~13,600 pairs: about 12 minutes more on 2 cores (in the committed run).
 
 Both sides of the comparison see the same things: the recipe's train pairs and dev split (the release
 script's RECIPES), passages from the frozen encoder's cache, full-corpus negatives, the listwise loss and
