@@ -30,9 +30,8 @@ FT_LR = 2e-5
 FT_EPOCHS = 4
 
 
-def fine_tune_query_tower(recipe, cache_dir):
+def fine_tune_query_tower(recipe, cache_dir, tokenizer):
     """Full fine-tuning of the query tower on the recipe's own pairs: (encoder, training seconds)."""
-    from ddr_search.model.backbone import load_backbone
     from ddr_search.model.encoder import TorchEncoder
     from ddr_search.training.config import TrainConfig
     from ddr_search.training.dr import train_dr_cached
@@ -52,7 +51,7 @@ def fine_tune_query_tower(recipe, cache_dir):
         passage_lengths={recipe.name: recipe.passage_length},
     )
     seconds = time.perf_counter() - started
-    return TorchEncoder(model, load_backbone().tokenizer), seconds
+    return TorchEncoder(model, tokenizer), seconds
 
 
 def measure(recipes, store) -> dict:
@@ -70,7 +69,7 @@ def measure(recipes, store) -> dict:
         queries = {q: t for q, t in queries.items() if q in qrels}
         length = SETS[recipe.beir][2]  # the passage tokens bench/quality.py evaluates the set at
         dense = Dense(corpus, TorchEncoder(frozen.model, frozen.tokenizer, max_passage_length=length), cache_dir)
-        tuned, seconds = fine_tune_query_tower(recipe, cache_dir)
+        tuned, seconds = fine_tune_query_tower(recipe, cache_dir, frozen.tokenizer)  # the same backbone's
         runs = {
             "frozen": dense.run(frozen, queries, routing=RoutingMode.NONE)[0],
             "module": dense.run(shipped, queries, domain=recipe.name)[0],
