@@ -40,6 +40,7 @@ class Manifest(BaseModel):
     format_version: int = FORMAT_VERSION
     backbone: dict[str, str | int]
     prefix_length: int
+    adapter_rank: int = 0  # rank of every domain module's query adapters (model/adapters.py); 0 = prefixes only
     modules: dict[str, ModuleRecord]
     router_rows: list[str]
     domains: dict[str, list[str]]

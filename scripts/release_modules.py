@@ -111,6 +111,7 @@ def data_for(recipe: Recipe, data: Path, limit: int | None):
 
 def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path | None = None) -> dict[str, dict]:
     """Train every recipe in turn into `work/<name>` (each store = the previous + one module)."""
+    from ddr_search.model.adapters import DEFAULT_ADAPTER_RANK
     from ddr_search.model.backbone import load_backbone
     from ddr_search.model.ddr import DDRModel
     from ddr_search.model.store import save_store
@@ -118,7 +119,7 @@ def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path
 
     work.mkdir(parents=True, exist_ok=True)
     store = work / "base"
-    model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH)
+    model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH, DEFAULT_ADAPTER_RANK)
     model.add_general(seed=0)  # gates at zero: the exact no-op (MODEL_CARD.md says why it is not trained)
     save_store(model, store, notes={"general": {"trained": 0, "note": "exact no-op: gates at zero"}})
     summary: dict[str, dict] = {}

@@ -32,7 +32,7 @@ def _config(opts: dict[str, object]):
     ):
         if opts.get(key) is not None:
             setattr(config, key, opts[key])
-    for group in ("general", "domain", "router", "backbone"):
+    for group in ("general", "domain", "adapter", "router", "backbone"):
         if opts.get(f"lr_{group}") is not None:
             config.lr[group] = float(opts[f"lr_{group}"])
     config.show_progress = not opts.get("no_progress")
@@ -54,6 +54,7 @@ def training_options(func):
         ),
         click.option("--lr-general", type=float, help="Learning rate of the general module (default 1e-3)."),
         click.option("--lr-domain", type=float, help="Learning rate of domain modules (default 5e-3)."),
+        click.option("--lr-adapter", type=float, help="Learning rate of query adapters (default 5e-4)."),
         click.option("--lr-router", type=float, help="Learning rate of the router (default 1e-2)."),
         click.option("--lr-backbone", type=float, help="Learning rate for DR full fine-tuning (default 2e-5)."),
         click.option("--hard-negatives", type=int, help="Hard negatives per query when passages train (default 3)."),
@@ -120,14 +121,25 @@ def train() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Module store to write.")
 @click.option("--store", type=click.Path(path_type=Path), help="Start from this store's general module.")
 @click.option("--prefix-length", type=int, help="Prefix vectors per layer for a new store (default 32).")
+@click.option(
+    "--adapter-rank",
+    type=click.IntRange(min=0),
+    help="Rank of the domain modules' query adapters for a new store (default 8; 0 = prefixes only).",
+)
 @training_options
-def train_general_cmd(pairs_files, out, store, prefix_length, **opts) -> None:
+def train_general_cmd(pairs_files, out, store, prefix_length, adapter_rank, **opts) -> None:
     """Phase 1: train the general module alone (it also encodes passages: a new one means re-indexing)."""
     from ddr_search.training.api import train_general
 
     config = _config(opts)
     _, result = train_general(
-        _read_pairs(pairs_files), out, config, store=store, backbone=opts["backbone"], prefix_length=prefix_length
+        _read_pairs(pairs_files),
+        out,
+        config,
+        store=store,
+        backbone=opts["backbone"],
+        prefix_length=prefix_length,
+        adapter_rank=adapter_rank,
     )
     _report(result, out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import torch
@@ -11,6 +12,7 @@ from ddr_search.encoding import check_domain
 from ddr_search.errors import InputError, UnknownModuleError
 from ddr_search.fusion import FusionConfig
 from ddr_search.manifest import Manifest
+from ddr_search.model.adapters import AdapterTerm, install_adapters
 from ddr_search.model.backbone import Backbone, BackboneInfo, pool
 from ddr_search.model.prefix import PrefixModule, PrefixState, init_from_backbone, install_prefix_attention
 from ddr_search.model.router import Router, routing_weights
@@ -22,18 +24,24 @@ GENERAL = "general"
 
 
 class DDRModel(nn.Module):
-    """Passages: backbone + general. Queries: backbone + general + sum_i beta_i * domain_i."""
+    """Passages: backbone + general. Queries: backbone + general + sum_i beta_i * domain_i.
 
-    def __init__(self, backbone: Backbone, prefix_length: int = 128) -> None:
+    `adapter_rank` > 0: every domain module also carries rank-r query adapters (model/adapters.py)."""
+
+    def __init__(self, backbone: Backbone, prefix_length: int = 128, adapter_rank: int = 0) -> None:
         super().__init__()
         if prefix_length < 1:
             raise InputError(f"prefix length must be >= 1, got {prefix_length}")
+        if adapter_rank < 0:
+            raise InputError(f"adapter rank must be >= 0, got {adapter_rank}")
         self.encoder = backbone.model
         self.backbone_info: BackboneInfo = backbone.info
         self.pooling = backbone.pooling
         self.normalize = backbone.normalize
         self.prefix_length = prefix_length
         self._holder, self._attentions = install_prefix_attention(self.encoder)
+        self.adapter_rank = adapter_rank
+        self.adapter_shapes = install_adapters(self.encoder, self._holder) if adapter_rank else {}
         self.general: PrefixModule | None = None
         self.domain_modules = nn.ModuleDict()
         self.router = Router(backbone.info.hidden_size)
@@ -43,9 +51,18 @@ class DDRModel(nn.Module):
         self.loaded_from: Manifest | None = None  # the store this model was loaded from (versions, notes)
 
     # -- modules --------------------------------------------------------------------------------
-    def new_module(self) -> PrefixModule:
+    def new_module(self, *, adapters: bool = False, seed: int = 0) -> PrefixModule:
+        """A zero module; `adapters` (domain modules of a store with adapters): B zero, A seeded-random."""
         info = self.backbone_info
-        return PrefixModule(info.num_layers, self.prefix_length, info.hidden_size, info.num_heads)
+        return PrefixModule(
+            info.num_layers,
+            self.prefix_length,
+            info.hidden_size,
+            info.num_heads,
+            adapter_shapes=self.adapter_shapes if adapters else None,
+            adapter_rank=self.adapter_rank,
+            seed=seed,
+        )
 
     def add_general(self, seed: int = 0) -> PrefixModule:
         """A fresh general module: keys/values at the backbone's scale, gates at zero (a no-op)."""
@@ -59,7 +76,8 @@ class DDRModel(nn.Module):
         check_name(name, "module")
         if name == GENERAL or name in self.domain_modules:
             raise InputError(f"module {name!r} already exists")
-        self.domain_modules[name] = self.new_module()
+        # Seeded by name: a module starts from the same tensors whatever the store already holds.
+        self.domain_modules[name] = self.new_module(adapters=True, seed=zlib.crc32(name.encode()))
         self.router.add_row()
         for domain in domains or [name]:
             self.domain_map.setdefault(check_name(domain), []).append(name)
@@ -121,14 +139,19 @@ class DDRModel(nn.Module):
     def prefix_state(
         self, attention_mask: torch.Tensor, weights: torch.Tensor | None, skip_noop_general: bool = False
     ) -> PrefixState:
-        """Combine modules element-wise: general + sum_i weights[:, i] * domain_i."""
+        """Combine modules element-wise: general + sum_i weights[:, i] * domain_i (prefixes), and the
+        domain modules' adapters weighted the same way. A general module with adapters exists only in the
+        ONNX export's template graph (the slot per-domain encoders are baked into)."""
         parts_k, parts_v, parts_g = [], [], []
+        adapters: list[AdapterTerm] = []
         if weights is None and skip_noop_general and self.general_is_noop():
             return PrefixState(mask=attention_mask)  # the general module alone, a no-op: the backbone
         if self.general is not None:
             parts_k.append(self.general.keys[None])
             parts_v.append(self.general.values[None])
             parts_g.append(self.general.gates[None])
+            if self.general.has_adapters:
+                adapters.append(_stacked_adapters([self.general], None))
         if weights is not None and len(self.domain_modules):
             modules = list(self.domain_modules.values())
             stack = {
@@ -139,9 +162,13 @@ class DDRModel(nn.Module):
             parts_k.append(torch.einsum("bn,nlph->blph", weights, stack["k"]))
             parts_v.append(torch.einsum("bn,nlph->blph", weights, stack["v"]))
             parts_g.append(torch.einsum("bn,nlh->blh", weights, stack["g"]))
+            if self.adapter_rank:
+                adapters.append(_stacked_adapters(modules, weights))
         if not parts_k:
             return PrefixState(mask=attention_mask)
-        return PrefixState(mask=attention_mask, keys=sum(parts_k), values=sum(parts_v), gates=sum(parts_g))
+        return PrefixState(
+            mask=attention_mask, keys=sum(parts_k), values=sum(parts_v), gates=sum(parts_g), adapters=tuple(adapters)
+        )
 
     def forward(
         self,
@@ -165,3 +192,12 @@ class DDRModel(nn.Module):
         finally:
             self._holder.state = None
         return pool(hidden, attention_mask, self.pooling, self.normalize)
+
+
+def _stacked_adapters(modules: Sequence[PrefixModule], weights: torch.Tensor | None) -> AdapterTerm:
+    keys = list(modules[0].adapter_a.keys())
+    return AdapterTerm(
+        a={k: torch.stack([m.adapter_a[k] for m in modules]) for k in keys},
+        b={k: torch.stack([m.adapter_b[k] for m in modules]) for k in keys},
+        weights=weights,
+    )

@@ -14,26 +14,59 @@ Token positions are untouched (no shift by P, unlike PEFT), so inputs keep the f
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ddr_search.errors import ModuleStoreError
 
+if TYPE_CHECKING:
+    from ddr_search.model.adapters import AdapterTerm
+
 
 class PrefixModule(nn.Module):
-    """One general or domain module: keys/values [layers, P, hidden] and gates [layers, heads]."""
+    """One general or domain module: keys/values [layers, P, hidden] and gates [layers, heads], and for a
+    domain module in a store with adapters, A [r, in] / B [out, r] per adapted linear layer (adapters.py).
 
-    def __init__(self, num_layers: int, prefix_length: int, hidden_size: int, num_heads: int) -> None:
+    `adapter_shapes`: key -> (in, out) of each adapted layer; A starts seeded-random, B at zero (a no-op)."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        prefix_length: int,
+        hidden_size: int,
+        num_heads: int,
+        *,
+        adapter_shapes: dict[str, tuple[int, int]] | None = None,
+        adapter_rank: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.keys = nn.Parameter(torch.zeros(num_layers, prefix_length, hidden_size))
         self.values = nn.Parameter(torch.zeros(num_layers, prefix_length, hidden_size))
         self.gates = nn.Parameter(torch.zeros(num_layers, num_heads))
+        self.adapter_a = nn.ParameterDict()
+        self.adapter_b = nn.ParameterDict()
+        generator = torch.Generator().manual_seed(seed)
+        for key, (fan_in, fan_out) in (adapter_shapes or {}).items() if adapter_rank else ():
+            self.adapter_a[key] = nn.Parameter(torch.randn(adapter_rank, fan_in, generator=generator) / fan_in**0.5)
+            self.adapter_b[key] = nn.Parameter(torch.zeros(fan_out, adapter_rank))
 
     @property
     def prefix_length(self) -> int:
         return self.keys.shape[1]
+
+    @property
+    def has_adapters(self) -> bool:
+        return len(self.adapter_a) > 0
+
+    def prefix_parameters(self) -> list[nn.Parameter]:
+        return [self.keys, self.values, self.gates]
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [*self.adapter_a.values(), *self.adapter_b.values()]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -62,12 +95,14 @@ class PrefixState:
 
     keys/values: [B or 1, layers, P, hidden]; gates: [B or 1, layers, heads]; mask: [B, T] (1 = token).
     keys None means no prefix at all: the layer computes exactly the backbone's attention.
+    adapters: the query adapters the adapted linear layers add (adapters.py); empty = the plain layers.
     """
 
     mask: torch.Tensor
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
     gates: torch.Tensor | None = None
+    adapters: tuple[AdapterTerm, ...] = field(default_factory=tuple)
 
 
 class PrefixHolder(threading.local):

@@ -1,7 +1,7 @@
 """The module store: a folder with manifest.json plus one safetensors file per module and the router.
 
 store/
-  manifest.json            backbone fingerprint, prefix length, modules + versions, domain map
+  manifest.json            backbone fingerprint, prefix length, adapter rank, modules + versions, domain map
   modules/general.safetensors
   modules/<domain>.safetensors
   router.safetensors       one row per domain module, in manifest order
@@ -95,6 +95,7 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
             "parameters": sum(p.numel() for p in model.encoder.parameters()),
         },
         prefix_length=model.prefix_length,
+        adapter_rank=model.adapter_rank,
         modules=records,
         router_rows=model.module_names,
         domains=model.domain_map,
@@ -109,7 +110,7 @@ def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None)
     path = Path(path)
     manifest = read_manifest(path)
     check_compatible(manifest, backbone.info, prefix_length, path)
-    model = DDRModel(backbone, manifest.prefix_length)
+    model = DDRModel(backbone, manifest.prefix_length, manifest.adapter_rank)
     for name, record in manifest.modules.items():
         file = path / MODULES_DIR / f"{name}.safetensors"
         if not file.exists():
@@ -117,7 +118,7 @@ def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None)
         tensors = load_file(str(file))
         if _tensor_digest(tensors) != record.sha256:
             raise ModuleStoreError(f"module store {path}: {file.name} does not match its manifest checksum")
-        module = model.new_module()
+        module = model.new_module(adapters=record.kind != "general")
         try:
             module.load_state_dict(tensors)
         except RuntimeError as e:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ddr_search.errors import InputError
+from ddr_search.model.adapters import DEFAULT_ADAPTER_RANK
 from ddr_search.model.backbone import Backbone, load_backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
@@ -53,19 +54,37 @@ def subsample(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]
     return random.Random(seed).sample(pairs, limit)
 
 
-def _model(store: Path | None, backbone: Backbone, prefix_length: int | None) -> DDRModel:
+def _model(
+    store: Path | None, backbone: Backbone, prefix_length: int | None, adapter_rank: int | None = None
+) -> DDRModel:
+    """The store's model, or a new one (prefix length and adapter rank: the defaults unless given)."""
     if store is not None and (Path(store) / "manifest.json").exists():
         model = load_store(Path(store), backbone, prefix_length)
     else:
-        model = DDRModel(backbone, prefix_length or DEFAULT_PREFIX_LENGTH)
+        rank = DEFAULT_ADAPTER_RANK if adapter_rank is None else adapter_rank
+        model = DDRModel(backbone, prefix_length or DEFAULT_PREFIX_LENGTH, rank)
     return model.eval()  # no dropout: training is deterministic and matches inference
 
 
-def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
-    params = list(module.parameters())
+def trainable(module: torch.nn.Module | Sequence[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    params = list(module.parameters() if isinstance(module, torch.nn.Module) else module)
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def module_groups(model: DDRModel, name: str, config: TrainConfig, *, adapters: bool = True) -> list[dict[str, object]]:
+    """A domain module's optimizer groups: its prefix ("domain:NAME", lr domain) and, where the store has
+    them and `adapters`, its query adapters ("adapter:NAME", lr adapter: a 40x smaller step, as they act
+    on every linear layer rather than on extra attention targets)."""
+    module = model.domain_modules[name]
+    groups: list[dict[str, object]] = [
+        {"name": f"domain:{name}", "params": trainable(module.prefix_parameters()), "lr": config.lr_for("domain", name)}
+    ]
+    if adapters and module.has_adapters:
+        params = trainable(module.adapter_parameters())
+        groups.append({"name": f"adapter:{name}", "params": params, "lr": config.lr_for("adapter", name)})
+    return groups
 
 
 def passage_encoder(
@@ -126,11 +145,13 @@ def train_general(
     store: Path | None = None,
     backbone: Path | None = None,
     prefix_length: int | None = None,
+    adapter_rank: int | None = None,
 ) -> tuple[DDRModel, TrainResult]:
     """Phase 1: the general module alone. Keeps the exact no-op unless dev improves by > min_delta
-    (a new general module changes every passage embedding, so it must earn the re-indexing)."""
+    (a new general module changes every passage embedding, so it must earn the re-indexing).
+    `prefix_length` / `adapter_rank`: for a new store (default 32 / 8)."""
     loaded = load_backbone(backbone)
-    model = _model(store, loaded, prefix_length)
+    model = _model(store, loaded, prefix_length, adapter_rank)
     if model.general is None:
         model.add_general(seed=config.seed)
     train_pairs, dev_pairs = split_dev(pairs, config.dev_fraction, config.seed)
@@ -266,10 +287,7 @@ def train_domains(
             model.add_domain_module(d)
     version = passage_encoder(model, loaded).version
     modules = sorted({m for d in domains for m in model.domain_map[d]})
-    groups = [
-        {"name": f"domain:{m}", "params": trainable(model.domain_modules[m]), "lr": config.lr_for("domain", m)}
-        for m in modules
-    ]
+    groups = [group for m in modules for group in module_groups(model, m, config)]
     rows = [model.module_names.index(m) for m in modules]
     groups.append({"name": "router", "params": trainable(model.router), "lr": config.lr_for("router")})
     task, counts = domain_task(
@@ -344,9 +362,9 @@ def train_domain(
     version, probe = encoder.version, _probe_passages(encoder, {})
     model.add_domain_module(name)
     row = model.module_names.index(name)
-    groups = [
-        {"name": f"domain:{name}", "params": trainable(model.domain_modules[name]), "lr": config.lr_for("domain")}
-    ]
+    # A label-free module trains its prefix only: pseudo-queries are the corpus's own sentences, and
+    # adapters on every layer would learn them, not the queries users ask (its adapters stay a no-op).
+    groups = module_groups(model, name, config, adapters=not label_free)
     task, counts = domain_task(
         model,
         loaded,

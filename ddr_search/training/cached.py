@@ -72,7 +72,7 @@ class CachedQueryTask:
         parts: dict[str, list[str]] = {}
         for domain in sorted({e.domain for e in self.dev_examples}):
             modules = self.model.domain_map.get(domain, [])
-            names = [f"domain:{m}" for m in modules]
+            names = [f"{kind}:{m}" for m in modules for kind in ("domain", "adapter")]
             if len(modules) != 1 or any(len(self.model.domain_map.get(d, [])) > 1 for d in self.model.domain_map):
                 return {}
             parts[domain] = [

@@ -18,7 +18,7 @@ class TrainConfig:
     temperature: float = 0.05
     loss: str = "listwise"  # or "multi_positive" (losses.LOSSES): they differ only for several positives
     lr: dict[str, float] = field(
-        default_factory=lambda: {"general": 1e-3, "domain": 5e-3, "router": 1e-2, "backbone": 2e-5}
+        default_factory=lambda: {"general": 1e-3, "domain": 5e-3, "adapter": 5e-4, "router": 1e-2, "backbone": 2e-5}
     )
     weight_decay: float = 0.0
     max_query_length: int = 64
