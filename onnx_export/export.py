@@ -144,28 +144,30 @@ def _example_inputs(vocab_size: int):
     return ids, mask
 
 
-def _prefix_initializers(model_proto: object) -> dict[str, object]:
-    """The general-prefix initializers of a fixed graph, by tensor kind (keys / values / gates)."""
+def _template_initializers(model_proto: object, names: list[str]) -> dict[str, object]:
+    """The general module's initializers of a fixed graph by tensor name ("keys", "adapter_a.0_query", ...)."""
+    wanted = {f"general.{name}": name for name in names}
     found = {}
     for init in model_proto.graph.initializer:
-        for kind in PREFIX_TENSORS:
-            if init.name.endswith(f"general.{kind}"):
-                found[kind] = init
-    if set(found) != set(PREFIX_TENSORS):
-        raise ExportError(f"the fixed encoder graph lost its prefix initializers (found {sorted(found)})")
+        for suffix, name in wanted.items():
+            if init.name.endswith(suffix):
+                found[name] = init
+    missing = sorted(set(names) - set(found))
+    if missing:
+        raise ExportError(f"the fixed encoder graph lost its module initializers ({', '.join(missing[:3])} ...)")
     return found
 
 
-def bake(template: Path, target: Path, prefix: dict[str, np.ndarray]) -> None:
-    """Copy a fixed-encoder graph with other prefix values written into its prefix initializers."""
+def bake(template: Path, target: Path, tensors: dict[str, np.ndarray]) -> None:
+    """Copy a fixed-encoder graph with other module values written into its general-module initializers."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(template))
-    for kind, init in _prefix_initializers(model).items():
-        array = prefix[kind]
+    for name, init in _template_initializers(model, list(tensors)).items():
+        array = tensors[name]
         if tuple(init.dims) != array.shape:
-            raise ExportError(f"{template}: prefix {kind} has shape {tuple(init.dims)}, module has {array.shape}")
+            raise ExportError(f"{template}: module tensor {name} has shape {tuple(init.dims)}, module has {array.shape}")
         init.CopyFrom(numpy_helper.from_array(array, init.name))
     onnx.save(model, str(target))
 
@@ -305,18 +307,25 @@ def _export_graphs(model: DDRModel, root: Path, int8: bool, opset: int, say: Pro
 
     general = model.general
     # Domain modules are baked into a fixed graph that has prefix initializers, even without a general
-    # module (a zero-gated zero prefix is an exact no-op). Passages skip a no-op general module's prefix
-    # attention altogether (the backbone's vectors, ~20% less work), so they get a graph of their own.
+    # module (a zero-gated zero prefix is an exact no-op), and adapter initializers when the store has
+    # adapters (the template's general module carries a zero set; the real one never has any). Passages
+    # skip a no-op general module's prefix attention altogether (the backbone's vectors, ~20% less work)
+    # and never run adapters, so then they get a graph of their own.
     template_prefix = general if general is not None or not names else model.new_module()
+    if model.adapter_rank and names:
+        with_adapters = model.new_module(adapters=True)
+        with_adapters.load_state_dict(template_prefix.state_dict(), strict=False)
+        template_prefix = with_adapters
     model.general = template_prefix
     noop_general = model.general_is_noop()
-    template = fp32 / (TEMPLATE_FILE if noop_general else PASSAGE_FILE)
+    separate = noop_general or template_prefix.has_adapters
+    template = fp32 / (TEMPLATE_FILE if separate else PASSAGE_FILE)
     try:
         say("exporting the passage encoder")
-        if names or not noop_general:
+        if names or not separate:
             _trace(fixed_cls(model), (ids, mask), *fixed_io, template, opset)
-        if noop_general:  # no general module at all: the same vectors (gate 0), decided before tracing
-            model.general = None
+        if separate:  # no-op general: no general module at all (the same vectors, decided before tracing)
+            model.general = None if noop_general else general
             _trace(fixed_cls(model), (ids, mask), *fixed_io, fp32 / PASSAGE_FILE, opset)
     finally:
         model.general = general
@@ -329,12 +338,17 @@ def _export_graphs(model: DDRModel, root: Path, int8: bool, opset: int, say: Pro
     )
 
     def baked(name: str) -> dict[str, np.ndarray]:
+        """The template's general-module tensors for one domain: general + domain prefix, domain adapters."""
         base = template_prefix
         module = model.domain_modules[name]
-        return {
+        tensors = {
             kind: (getattr(base, kind).detach() + getattr(module, kind).detach()).numpy().astype(np.float32)
             for kind in PREFIX_TENSORS
         }
+        for part in ("adapter_a", "adapter_b"):
+            for key, value in getattr(module, part).items():
+                tensors[f"{part}.{key}"] = value.detach().numpy().astype(np.float32)
+        return tensors
 
     for name in names:
         say(f"baking the query encoder for module {name!r}")

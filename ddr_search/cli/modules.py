@@ -56,6 +56,7 @@ def list_modules(store: Path | None, as_json: bool) -> None:
                 {
                     "store": str(store),
                     "prefix_length": manifest.prefix_length,
+                    "adapter_rank": manifest.adapter_rank,
                     "backbone": manifest.backbone,
                     "modules": rows,
                 },
@@ -63,7 +64,10 @@ def list_modules(store: Path | None, as_json: bool) -> None:
             )
         )
         return
-    click.echo(f"store {store}  (backbone {manifest.backbone.get('name')}, prefix length {manifest.prefix_length})")
+    click.echo(
+        f"store {store}  (backbone {manifest.backbone.get('name')}, prefix length {manifest.prefix_length}, "
+        f"query adapter rank {manifest.adapter_rank})"
+    )
     click.echo(
         f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  {'AUTO ROUTING':<32} {'FUSION':<16} DOMAINS"
     )

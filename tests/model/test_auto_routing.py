@@ -54,6 +54,8 @@ def _perturb(module: torch.nn.Module, seed: int) -> None:
         module.gates.fill_(0.3)
         for tensor in (module.keys, module.values):
             tensor.add_(0.3 * torch.randn(tensor.shape, generator=generator))
+        for tensor in module.adapter_b.values():  # domain modules' query adapters act too
+            tensor.copy_(0.05 * torch.randn(tensor.shape, generator=generator))
 
 
 def _with_domain(model: DDRModel, tokenizer, name: str, queries: list[str], seed: int) -> None:
@@ -68,7 +70,7 @@ def _with_domain(model: DDRModel, tokenizer, name: str, queries: list[str], seed
 
 @pytest.fixture()
 def model(fresh_backbone) -> DDRModel:
-    model = DDRModel(fresh_backbone, prefix_length=4)
+    model = DDRModel(fresh_backbone, prefix_length=4, adapter_rank=2)
     _perturb(model.add_general(), 0)  # a general module that matters: "alone" must still mean general
     _with_domain(model, fresh_backbone.tokenizer, "legal", LEGAL, 1)
     _with_domain(model, fresh_backbone.tokenizer, "cooking", COOKING, 2)

@@ -91,13 +91,15 @@ def test_settings_choose_the_factory_encoders_compilation(monkeypatch, tmp_path)
 def test_compiled_passages_match_eager_with_and_without_a_general_prefix(fresh_backbone):
     """The no-op general module (the shipped case: the plain backbone) and an active one (prefix attention,
     its keys passed to the compiled graph at each call): compiled vectors are the eager ones to bf16/fp32
-    rounding, and a changed general module is seen by the compiled graph (it holds no copy of it)."""
+    rounding, and a changed general module is seen by the compiled graph (it holds no copy of it). The model
+    has query adapters, as the shipped store does: passages run through their wrappers, never their tensors."""
+    from ddr_search.model.adapters import DEFAULT_ADAPTER_RANK
     from ddr_search.model.ddr import DDRModel
     from ddr_search.model.encoder import TorchEncoder
 
     texts = demo_passages(48)
     backbone = fresh_backbone
-    model = DDRModel(backbone)
+    model = DDRModel(backbone, adapter_rank=DEFAULT_ADAPTER_RANK)
     model.add_general()
     eager = TorchEncoder(model, backbone.tokenizer, passage_compile="off")
     fast = TorchEncoder(model, backbone.tokenizer, passage_compile="on")

@@ -20,19 +20,21 @@ def backbone_embeddings(backbone, texts: list[str]) -> np.ndarray:
 
 
 def perturb(module: torch.nn.Module, seed: int, gate: float = 0.5) -> None:
-    """Stand-in for training: non-zero gates and moved keys/values, so the module really acts."""
+    """Stand-in for training: non-zero gates, moved keys/values and adapters (B off zero), so the module acts."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         module.keys.add_(0.5 * torch.randn(module.keys.shape, generator=generator))
         module.values.add_(0.5 * torch.randn(module.values.shape, generator=generator))
         module.gates.fill_(gate)
+        for tensor in module.adapter_b.values():
+            tensor.copy_(0.05 * torch.randn(tensor.shape, generator=generator))
 
 
-@pytest.fixture()
-def reference_and_encoder(fresh_backbone, real_texts):
+@pytest.fixture(params=[0, 4], ids=["prefix-only", "with-adapters"])
+def reference_and_encoder(fresh_backbone, real_texts, request):
     reference = backbone_embeddings(fresh_backbone, real_texts)
     # fp32 passages: these invariants are exact maths (bf16 passages have tests of their own: test_precision)
-    model = DDRModel(fresh_backbone, prefix_length=16)
+    model = DDRModel(fresh_backbone, prefix_length=16, adapter_rank=request.param)
     encoder = TorchEncoder(model, fresh_backbone.tokenizer, passage_precision="fp32")
     return reference, encoder
 
@@ -91,6 +93,45 @@ def test_positions_are_not_shifted_by_the_prefix(fresh_backbone):
     vectors = encoder.encode_passages(["word " * 600])
     assert vectors.shape == (1, 384)
     assert np.isfinite(vectors).all()
+
+
+def test_adapters_act_on_queries_alone_and_start_as_an_exact_noop(fresh_backbone, real_texts):
+    """A module's adapters: zero B at the start (the module is the prefix alone, bit for bit), then they move
+    its queries and never a passage; the general module has none."""
+    with_adapters = DDRModel(fresh_backbone, prefix_length=8, adapter_rank=4)
+    perturb(with_adapters.add_general(), seed=1)
+    module = with_adapters.add_domain_module("legal")
+    assert module.has_adapters and not with_adapters.general.has_adapters
+    encoder = TorchEncoder(with_adapters, fresh_backbone.tokenizer, passage_precision="fp32")
+    passages = encoder.encode_passages(real_texts)
+    with torch.no_grad():
+        module.keys.copy_(torch.randn(module.keys.shape, generator=torch.Generator().manual_seed(2)))
+        module.gates.fill_(0.5)
+    prefix_alone = encoder.encode_queries(real_texts, domain="legal").vectors
+    with torch.no_grad():
+        for tensor in module.adapter_b.values():
+            tensor.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(3))
+    with_both = encoder.encode_queries(real_texts, domain="legal").vectors
+    assert np.abs(with_both - prefix_alone).max() > 1e-3
+    assert np.array_equal(encoder.encode_passages(real_texts), passages)
+    # the prefix alone, bit for bit, when B is zero again
+    with torch.no_grad():
+        for tensor in module.adapter_b.values():
+            tensor.zero_()
+    assert np.array_equal(encoder.encode_queries(real_texts, domain="legal").vectors, prefix_alone)
+
+
+def test_adapter_size_at_the_default_rank(fresh_backbone):
+    """Prefix (P=32) plus rank-8 adapters on the six linear layers of each of MiniLM's six layers: ~2%."""
+    from ddr_search.model.adapters import DEFAULT_ADAPTER_RANK
+
+    model = DDRModel(fresh_backbone, prefix_length=32, adapter_rank=DEFAULT_ADAPTER_RANK)
+    module = model.add_domain_module("legal")
+    adapters = sum(p.numel() for p in module.adapter_parameters())
+    # per layer: q, k, v, attention output (384 -> 384), intermediate (384 -> 1536), output (1536 -> 384)
+    assert adapters == 6 * 8 * (4 * (384 + 384) + 2 * (384 + 1536)) == 331_776
+    assert module.num_parameters() == adapters + 32 * 6 * 2 * 384 + 6 * 12
+    assert module.num_parameters() / 22_713_216 <= 0.022  # 2.11%
 
 
 def test_module_size_at_the_default_length(fresh_backbone):

@@ -21,7 +21,7 @@ from tests.model.test_prefix_invariants import perturb
 
 @pytest.fixture()
 def saved_store(fresh_backbone, tmp_path):
-    model = DDRModel(fresh_backbone, prefix_length=8)
+    model = DDRModel(fresh_backbone, prefix_length=8, adapter_rank=2)
     perturb(model.add_general(), seed=1)
     perturb(model.add_domain_module("legal"), seed=2)
     perturb(model.add_domain_module("medical"), seed=3)
@@ -50,6 +50,7 @@ def test_manifest_records_what_users_need(saved_store):
     _, path = saved_store
     manifest = read_manifest(path)
     assert manifest.prefix_length == 8
+    assert manifest.adapter_rank == 2
     assert set(manifest.modules) == {"general", "legal", "medical"}
     assert manifest.router_rows == ["legal", "medical"]
     assert manifest.domains == {"legal": ["legal"], "medical": ["medical"]}

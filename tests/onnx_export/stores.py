@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PREFIX_LENGTH = 32
+ADAPTER_RANK = 4  # domain modules carry query adapters too: the export must bake and mix them
 MODULES = {"legal": ["legal", "mixed"], "bio": ["bio", "mixed"]}
 TOP_K = 1  # with two modules, top-1 routing really drops one
 
@@ -19,6 +20,8 @@ def perturb(module, seed: int, gate: float = 0.5, noise: float = 0.5) -> None:
         module.gates.add_(0.2 * gate * torch.randn(module.gates.shape, generator=generator))
         for tensor in (module.keys, module.values):
             tensor.add_(noise * tensor.abs().mean() * torch.randn(tensor.shape, generator=generator))
+        for tensor in module.adapter_b.values():  # B starts at zero: a mild, real low-rank update
+            tensor.copy_(0.1 * noise * torch.randn(tensor.shape, generator=generator))
 
 
 def build_store(path: Path, seed: int = 0) -> Path:
@@ -34,7 +37,7 @@ def build_store(path: Path, seed: int = 0) -> Path:
     from ddr_search.model.store import save_store
 
     backbone = load_backbone()
-    model = DDRModel(backbone, prefix_length=PREFIX_LENGTH)
+    model = DDRModel(backbone, prefix_length=PREFIX_LENGTH, adapter_rank=ADAPTER_RANK)
     perturb(model.add_general(seed=seed), seed, gate=0.2, noise=0.1)
     for offset, (name, domains) in enumerate(MODULES.items(), start=1):
         module = model.add_domain_module(name, domains)
@@ -76,7 +79,7 @@ def tiny_store(backbone_dir: Path, path: Path, seed: int) -> Path:
     from ddr_search.model.ddr import DDRModel
     from ddr_search.model.store import save_store
 
-    model = DDRModel(load_backbone(backbone_dir), prefix_length=4)
+    model = DDRModel(load_backbone(backbone_dir), prefix_length=4, adapter_rank=2)
     perturb(model.add_general(), 0)
     legal = model.add_domain_module("legal")
     with torch.no_grad():

@@ -108,7 +108,7 @@ def test_resume_continues_exactly(fresh_backbone, docs, tmp_path):
 
 
 def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, docs, tmp_path):
-    model = DDRModel(fresh_backbone, prefix_length=4)
+    model = DDRModel(fresh_backbone, prefix_length=4, adapter_rank=2)
     model.add_general()
     model.add_domain_module("old")
     with torch.no_grad():  # make the existing modules non-trivial
@@ -116,6 +116,7 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
         model.general.gates.uniform_(0.1, 0.5)
         model.domain_modules["old"].keys.normal_(0, 0.5)
         model.domain_modules["old"].gates.fill_(0.3)
+        model.domain_modules["old"].adapter_b["0_query"].normal_(0, 0.05)
         model.router.weight.normal_(0, 0.1)
     store, out = tmp_path / "store", tmp_path / "out"
     manifest = save_store(model, store)
@@ -132,6 +133,7 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
             store / "modules" / f"{name}.safetensors"
         ).read_bytes()
     assert new_manifest.modules["new"].notes["label_free"] == 1
+    assert new_manifest.adapter_rank == 2
     assert new_manifest.modules["new"].fusion is None  # tuned on pseudo-queries it would favour BM25
     reloaded = load_store(out, load_backbone())
     assert torch.equal(reloaded.router.weight[0], model.router.weight[0])
@@ -139,6 +141,8 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
     profile = reloaded.profiles["new"]  # its threshold sits at the quantile the config asked for
     assert new_manifest.modules["new"].routing["quantile"] == profile.quantile == 0.2
     assert recalibrate(profile, 0.2).threshold == profile.threshold
+    new = reloaded.domain_modules["new"]  # label-free: its prefix trained, its adapters stayed the no-op
+    assert new.gates.abs().sum() > 0 and all(not b.any() for b in new.adapter_b.values())
     texts = [passage_text(d.title, d.text) for d in docs[:4]]
     old_encoder = TorchEncoder(load_store(store, load_backbone()), fresh_backbone.tokenizer, max_passage_length=64)
     new_encoder = TorchEncoder(reloaded, fresh_backbone.tokenizer, max_passage_length=64)
