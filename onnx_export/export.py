@@ -167,7 +167,7 @@ def bake(template: Path, target: Path, tensors: dict[str, np.ndarray]) -> None:
     for name, init in _template_initializers(model, list(tensors)).items():
         array = tensors[name]
         if tuple(init.dims) != array.shape:
-            raise ExportError(f"{template}: module tensor {name} has shape {tuple(init.dims)}, module has {array.shape}")
+            raise ExportError(f"{template}: tensor {name} has shape {tuple(init.dims)}, the module's {array.shape}")
         init.CopyFrom(numpy_helper.from_array(array, init.name))
     onnx.save(model, str(target))
 

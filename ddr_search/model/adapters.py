@@ -54,14 +54,6 @@ class AdaptedLinear(nn.Module):
         self.key = key
         self._holder = holder
 
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         state = self._holder.state
