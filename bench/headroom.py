@@ -1,7 +1,11 @@
 """Headroom: each shipped domain module against full fine-tuning of the query tower on that domain's own
-pairs (issue 10, item 3: does a 0.65% query-side module leave gain on the table?).
+pairs (issue 10, item 3: does a ~2% query-side module leave gain on the table?).
 
-    python bench/headroom.py [--domains scifact,nfcorpus,medical]   # default scifact,nfcorpus: about 4 minutes
+    python bench/headroom.py [--domains scifact,nfcorpus,medical] [--prefix-only-store DIR]
+    # default scifact,nfcorpus: about 4 minutes
+
+`--prefix-only-store`: a store of the same recipes without query adapters (adapter rank 0, e.g. trained by
+scripts/release_modules.py before adapters existed) adds its modules as a third column.
 
 `medical` fine-tunes on MedQuAD's ~13,600 pairs: about 12 minutes more on 2 cores (in the committed run).
 
@@ -54,7 +58,7 @@ def fine_tune_query_tower(recipe, cache_dir, tokenizer):
     return TorchEncoder(model, tokenizer), seconds
 
 
-def measure(recipes, store) -> dict:
+def measure(recipes, store, prefix_only_store=None) -> dict:
     from ddr_search.evaluation.harness import default_cache_dir
     from ddr_search.evaluation.metrics import score_run
     from ddr_search.model.encoder import TorchEncoder
@@ -63,6 +67,7 @@ def measure(recipes, store) -> dict:
     cache_dir = default_cache_dir()
     frozen = TorchEncoder.load(None)
     shipped = TorchEncoder.load(store)
+    prefix_only = TorchEncoder.load(prefix_only_store) if prefix_only_store else None
     rows: dict[str, dict] = {}
     for recipe in recipes:
         corpus, queries, qrels = load_set(recipe.beir)
@@ -75,6 +80,8 @@ def measure(recipes, store) -> dict:
             "module": dense.run(shipped, queries, domain=recipe.name)[0],
             "query tower fine-tuned": dense.run(tuned, queries, routing=RoutingMode.NONE)[0],
         }
+        if prefix_only is not None:
+            runs["prefix-only module"] = dense.run(prefix_only, queries, domain=recipe.name)[0]
         scored = {name: score_run(qrels, run, ("nDCG@10", "R@100")) for name, run in runs.items()}
         rows[recipe.name] = {
             "set": recipe.beir,
@@ -91,13 +98,15 @@ def markdown(report: dict) -> str:
     lines = [
         "# Headroom: shipped modules vs full fine-tuning of the query tower on the same pairs (test splits)",
         "",
-        f"Reproduce: `python bench/headroom.py --domains {','.join(report['rows'])}`. Fine-tuning: every query-tower"
+        f"Reproduce: `python bench/headroom.py --domains {','.join(report['rows'])}"
+        + (f" --prefix-only-store {report['prefix_only_store']}`" if report.get("prefix_only_store") else "`")
+        + ". Fine-tuning: every query-tower"
         f" weight, lr {FT_LR}, {FT_EPOCHS} epochs, best dev step, the recipe's own train pairs and dev split; passages"
         " frozen (cached). Gains over the frozen encoder, NDCG@10, with 95% paired bootstrap intervals.",
         "",
         "| module (set, test queries) | frozen | module | gain | query tower fine-tuned | gain | module's share of"
-        " the fine-tuned gain | fine-tuning s |",
-        "|---|---|---|---|---|---|---|---|",
+        " the fine-tuned gain | fine-tuning s | prefix-only module's gain |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["rows"].items():
         m, g = row["metrics"], row["gain"]
@@ -108,11 +117,15 @@ def markdown(report: dict) -> str:
             f" | {module['mean']:+.4f} [{module['ci95'][0]:+.4f}, {module['ci95'][1]:+.4f}]"
             f" | {m['query tower fine-tuned']['nDCG@10']:.4f}"
             f" | {tuned['mean']:+.4f} [{tuned['ci95'][0]:+.4f}, {tuned['ci95'][1]:+.4f}] | {share}"
-            f" | {row['fine_tune_seconds']} |"
+            f" | {row['fine_tune_seconds']} | {_gain(g.get('prefix-only module'))} |"
         )
     mach = report["machine"]
     lines += ["", f"Machine: {mach['cpu']}, {mach['cpu_count']} CPUs (shared), load {mach['load_average_1_5_15']}.", ""]
     return "\n".join(lines)
+
+
+def _gain(gain: dict | None) -> str:
+    return f"{gain['mean']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]" if gain else "-"
 
 
 def plot(report: dict, path) -> None:
@@ -125,13 +138,17 @@ def plot(report: dict, path) -> None:
         return
     names = list(report["rows"])
     fig, ax = plt.subplots(figsize=(7, 4))
-    for offset, (label, key) in enumerate((("module", "module"), ("query tower fine-tuned", "query tower fine-tuned"))):
+    columns = [
+        k for k in ("prefix-only module", "module", "query tower fine-tuned") if k in report["rows"][names[0]]["gain"]
+    ]
+    width = 0.8 / len(columns)
+    for offset, key in enumerate(columns):
         gains = [report["rows"][n]["gain"][key] for n in names]
         means = np.array([g["mean"] for g in gains])
         errors = np.array([[g["mean"] - g["ci95"][0] for g in gains], [g["ci95"][1] - g["mean"] for g in gains]])
-        ax.bar(np.arange(len(names)) + offset * 0.4, means, 0.4, yerr=errors, capsize=4, label=label)
+        ax.bar(np.arange(len(names)) + offset * width, means, width, yerr=errors, capsize=4, label=key)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(np.arange(len(names)) + 0.2, names)
+    ax.set_xticks(np.arange(len(names)) + width * (len(columns) - 1) / 2, names)
     ax.set_ylabel("NDCG@10 gain over frozen (95% CI)")
     ax.legend()
     fig.tight_layout()
@@ -143,6 +160,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=str(REPO / "ddr_search" / "pretrained"))
     parser.add_argument("--domains", default="scifact,nfcorpus", help="comma-separated recipe names")
+    parser.add_argument("--prefix-only-store", default=None, help="the same recipes without query adapters")
     args = parser.parse_args()
     wanted = args.domains.split(",")
     unknown = sorted(set(wanted) - {r.name for r in RECIPES})
@@ -152,7 +170,11 @@ def main() -> int:
 
     torch.set_num_threads(2)
     recipes = [r for r in RECIPES if r.name in wanted]
-    report = {"rows": measure(recipes, args.store), "machine": machine("torch", "transformers", "ir-measures")}
+    report = {
+        "rows": measure(recipes, args.store, args.prefix_only_store),
+        "prefix_only_store": args.prefix_only_store,
+        "machine": machine("torch", "transformers", "ir-measures"),
+    }
     write_report(REPORTS, "headroom", report, markdown(report), lambda p: plot(report, p))
     return 0
 
