@@ -11,7 +11,7 @@ from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, save_store
 from ddr_search.routing import recalibrate
-from ddr_search.training.api import train_domain, train_general
+from ddr_search.training.api import module_groups, train_domain, train_general
 from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.corpus import read_corpus
@@ -148,6 +148,18 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
     new_encoder = TorchEncoder(reloaded, fresh_backbone.tokenizer, max_passage_length=64)
     assert old_encoder.version == new_encoder.version
     assert np.array_equal(old_encoder.encode_passages(texts), new_encoder.encode_passages(texts))
+
+
+def test_labelled_modules_train_prefix_and_adapters_label_free_ones_the_prefix(fresh_backbone):
+    model = DDRModel(fresh_backbone, prefix_length=4, adapter_rank=2)
+    module = model.add_domain_module("legal")
+    config = TrainConfig()
+    labelled = module_groups(model, "legal", config)
+    assert [(g["name"], g["lr"]) for g in labelled] == [("domain:legal", 5e-3), ("adapter:legal", 5e-4)]
+    assert {id(p) for g in labelled for p in g["params"]} == {id(p) for p in module.parameters()}
+    label_free = module_groups(model, "legal", config, adapters=False)
+    assert [g["name"] for g in label_free] == ["domain:legal"]
+    assert all(p.requires_grad for p in module.prefix_parameters())
 
 
 def test_general_phase_and_dr_baseline_run(docs, tmp_path):
