@@ -60,10 +60,14 @@ class AdaptedLinear(nn.Module):
         if state is None or not state.adapters:
             return out
         for term in state.adapters:
-            hidden = torch.einsum("bti,nri->btnr", x, term.a[self.key].to(x.dtype))
+            # Two plain matmuls over the N modules' ranks side by side ([in, N*r], [N*r, out]): what ONNX
+            # Runtime quantises and runs fastest (an Einsum per layer cost the weighted int8 encoder 75%).
+            a, b = term.a[self.key].to(x.dtype), term.b[self.key].to(x.dtype)
+            modules, rank, _ = a.shape
+            hidden = torch.matmul(x, a.reshape(modules * rank, -1).transpose(0, 1))
             if term.weights is not None:
-                hidden = hidden * term.weights[:, None, :, None].to(x.dtype)
-            out = out + ADAPTER_SCALE * torch.einsum("btnr,nor->bto", hidden, term.b[self.key].to(x.dtype))
+                hidden = hidden * term.weights.to(x.dtype).repeat_interleave(rank, dim=1)[:, None, :]
+            out = out + ADAPTER_SCALE * torch.matmul(hidden, b.permute(0, 2, 1).reshape(modules * rank, -1))
         return out
 
 
