@@ -4,8 +4,9 @@ pairs (issue 10, item 3: does a ~2% query-side module leave gain on the table?).
     python bench/headroom.py [--domains scifact,nfcorpus,medical] [--prefix-only-store DIR]
     # default scifact,nfcorpus: about 4 minutes
 
-`--prefix-only-store`: a store of the same recipes without query adapters (adapter rank 0, e.g. trained by
-scripts/release_modules.py before adapters existed) adds its modules as a third column.
+`--prefix-only-store`: a store of the same recipes without query adapters adds its modules as a third column
+(`python scripts/release_modules.py --adapter-rank 0 --work .ddr/release-prefix-only` makes it; use its
+`medical` store, the last one).
 
 `medical` fine-tunes on MedQuAD's ~13,600 pairs: about 12 minutes more on 2 cores (in the committed run).
 

@@ -109,8 +109,11 @@ def data_for(recipe: Recipe, data: Path, limit: int | None):
     return train, dev, corpus
 
 
-def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path | None = None) -> dict[str, dict]:
-    """Train every recipe in turn into `work/<name>` (each store = the previous + one module)."""
+def release(
+    data: Path, work: Path, *, limit: int | None = None, cache_dir: Path | None = None, adapter_rank: int | None = None
+) -> dict[str, dict]:
+    """Train every recipe in turn into `work/<name>` (each store = the previous + one module). `adapter_rank`:
+    the domain modules' query adapters (default DEFAULT_ADAPTER_RANK; 0 = prefix-only, bench/headroom's column)."""
     from ddr_search.model.adapters import DEFAULT_ADAPTER_RANK
     from ddr_search.model.backbone import load_backbone
     from ddr_search.model.ddr import DDRModel
@@ -119,7 +122,8 @@ def release(data: Path, work: Path, *, limit: int | None = None, cache_dir: Path
 
     work.mkdir(parents=True, exist_ok=True)
     store = work / "base"
-    model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH, DEFAULT_ADAPTER_RANK)
+    rank = DEFAULT_ADAPTER_RANK if adapter_rank is None else adapter_rank
+    model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH, rank)
     model.add_general(seed=0)  # gates at zero: the exact no-op (MODEL_CARD.md says why it is not trained)
     save_store(model, store, notes={"general": {"trained": 0, "note": "exact no-op: gates at zero"}})
     summary: dict[str, dict] = {}
@@ -332,6 +336,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="train on a small slice (a smoke test)")
     parser.add_argument("--ship", action="store_true", help="copy the final store into ddr_search/pretrained")
     parser.add_argument("--routing-only", action="store_true", help="only re-choose the trained store's thresholds")
+    parser.add_argument("--adapter-rank", type=int, default=None, help="query adapter rank (8; 0: prefix-only)")
     args = parser.parse_args()
     if args.routing_only:
         summary_file = args.work / "release.json"
@@ -339,7 +344,7 @@ def main() -> int:
         summary["routing"] = routing_quantiles(args.work / RECIPES[-1].name, args.data, args.limit, None)
         summary_file.write_text(json.dumps(summary, indent=2) + "\n")
     else:
-        summary = release(args.data, args.work, limit=args.limit)
+        summary = release(args.data, args.work, limit=args.limit, adapter_rank=args.adapter_rank)
     if args.limit is None:
         write_routing_report(summary["routing"])
     if args.ship:
