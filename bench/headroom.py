@@ -115,9 +115,7 @@ def markdown(report: dict) -> str:
         share = f"{module['mean'] / tuned['mean']:.0%}" if tuned["mean"] > 0 else "-"
         lines.append(
             f"| {name} ({row['set']}, {row['queries']}) | {m['frozen']['nDCG@10']:.4f} | {m['module']['nDCG@10']:.4f}"
-            f" | {module['mean']:+.4f} [{module['ci95'][0]:+.4f}, {module['ci95'][1]:+.4f}]"
-            f" | {m['query tower fine-tuned']['nDCG@10']:.4f}"
-            f" | {tuned['mean']:+.4f} [{tuned['ci95'][0]:+.4f}, {tuned['ci95'][1]:+.4f}] | {share}"
+            f" | {_gain(module)} | {m['query tower fine-tuned']['nDCG@10']:.4f} | {_gain(tuned)} | {share}"
             f" | {row['fine_tune_seconds']} | {_gain(g.get('prefix-only module'))} |"
         )
     mach = report["machine"]
