@@ -15,7 +15,9 @@ y = W x + scale * sum_i w_i B_i (A_i x).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,26 +25,36 @@ from torch import nn
 from ddr_search.errors import ModuleStoreError
 from ddr_search.model.prefix import PrefixHolder
 
+if TYPE_CHECKING:
+    from ddr_search.model.prefix import PrefixModule
+
 ADAPTER_SCALE = 2.0  # LoRA's alpha / r with alpha = 2r: the update's scale does not depend on the rank
 DEFAULT_ADAPTER_RANK = 8
-# Per transformer layer: the attention's projections, its output projection, and the feed-forward pair.
-TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
 
 
 @dataclass(frozen=True)
 class AdapterTerm:
-    """Stacked adapters of N modules and how much each query takes of each; weights None = all of each.
+    """The adapters of N modules for one forward pass, laid out once for every layer that reads them: their
+    ranks side by side, so each adapted layer runs two plain matmuls (what ONNX Runtime quantises and runs
+    fastest; an Einsum per layer cost the weighted int8 encoder 75%).
 
-    a / b: key -> [N, r, in] / [N, out, r]; weights: [B, N] or None.
+    down / up: key -> [in, N*r] / [N*r, out]; weights: [B, N*r] (each module's weight repeated over its rank)
+    or None (all of each module).
     """
 
-    a: dict[str, torch.Tensor]
-    b: dict[str, torch.Tensor]
+    down: dict[str, torch.Tensor]
+    up: dict[str, torch.Tensor]
     weights: torch.Tensor | None = None
 
-
-def adapter_key(layer: int, target: str) -> str:
-    return f"{layer}_{target}"
+    @classmethod
+    def stack(cls, modules: Sequence[PrefixModule], weights: torch.Tensor | None) -> AdapterTerm:
+        """`modules`' adapters (A [r, in], B [out, r] each) mixed by `weights` [B, N] (None: all of each)."""
+        rank = next(iter(modules[0].adapter_a.values())).shape[0]
+        return cls(
+            down={k: torch.cat([m.adapter_a[k] for m in modules]).transpose(0, 1) for k in modules[0].adapter_a},
+            up={k: torch.cat([m.adapter_b[k].transpose(0, 1) for m in modules]) for k in modules[0].adapter_b},
+            weights=None if weights is None else weights.repeat_interleave(rank, dim=1),
+        )
 
 
 class AdaptedLinear(nn.Module):
@@ -60,14 +72,10 @@ class AdaptedLinear(nn.Module):
         if state is None or not state.adapters:
             return out
         for term in state.adapters:
-            # Two plain matmuls over the N modules' ranks side by side ([in, N*r], [N*r, out]): what ONNX
-            # Runtime quantises and runs fastest (an Einsum per layer cost the weighted int8 encoder 75%).
-            a, b = term.a[self.key].to(x.dtype), term.b[self.key].to(x.dtype)
-            modules, rank, _ = a.shape
-            hidden = torch.matmul(x, a.reshape(modules * rank, -1).transpose(0, 1))
+            hidden = torch.matmul(x, term.down[self.key].to(x.dtype))
             if term.weights is not None:
-                hidden = hidden * term.weights.to(x.dtype).repeat_interleave(rank, dim=1)[:, None, :]
-            out = out + ADAPTER_SCALE * torch.matmul(hidden, b.permute(0, 2, 1).reshape(modules * rank, -1))
+                hidden = hidden * term.weights.to(x.dtype)[:, None, :]
+            out = out + ADAPTER_SCALE * torch.matmul(hidden, term.up[self.key].to(x.dtype))
         return out
 
 
@@ -80,7 +88,8 @@ def _layers(backbone: nn.Module) -> list[nn.Module]:
 
 
 def _slots(layer: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """target -> (parent module, attribute) of each adapted linear layer in one transformer layer."""
+    """target -> (parent module, attribute) of each adapted linear layer in one transformer layer: the
+    attention's projections, its output projection, and the feed-forward pair."""
     attention = layer.attention
     return {
         "query": (attention.self, "query"),
@@ -99,7 +108,7 @@ def install_adapters(backbone: nn.Module, holder: PrefixHolder) -> dict[str, tup
     for index, layer in enumerate(_layers(backbone)):
         for target, (parent, attribute) in _slots(layer).items():
             linear = getattr(parent, attribute)
-            key = adapter_key(index, target)
+            key = f"{index}_{target}"
             setattr(parent, attribute, AdaptedLinear(linear, key, holder))
             shapes[key] = (linear.in_features, linear.out_features)
     return shapes

@@ -151,7 +151,7 @@ class DDRModel(nn.Module):
             parts_v.append(self.general.values[None])
             parts_g.append(self.general.gates[None])
             if self.general.has_adapters:
-                adapters.append(_stacked_adapters([self.general], None))
+                adapters.append(AdapterTerm.stack([self.general], None))
         if weights is not None and len(self.domain_modules):
             modules = list(self.domain_modules.values())
             stack = {
@@ -163,7 +163,7 @@ class DDRModel(nn.Module):
             parts_v.append(torch.einsum("bn,nlph->blph", weights, stack["v"]))
             parts_g.append(torch.einsum("bn,nlh->blh", weights, stack["g"]))
             if self.adapter_rank:
-                adapters.append(_stacked_adapters(modules, weights))
+                adapters.append(AdapterTerm.stack(modules, weights))
         if not parts_k:
             return PrefixState(mask=attention_mask)
         return PrefixState(
@@ -192,12 +192,3 @@ class DDRModel(nn.Module):
         finally:
             self._holder.state = None
         return pool(hidden, attention_mask, self.pooling, self.normalize)
-
-
-def _stacked_adapters(modules: Sequence[PrefixModule], weights: torch.Tensor | None) -> AdapterTerm:
-    keys = list(modules[0].adapter_a.keys())
-    return AdapterTerm(
-        a={k: torch.stack([m.adapter_a[k] for m in modules]) for k in keys},
-        b={k: torch.stack([m.adapter_b[k] for m in modules]) for k in keys},
-        weights=weights,
-    )
