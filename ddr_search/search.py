@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from ddr_search.errors import InputError, UnknownModuleError
@@ -124,7 +125,17 @@ def search(
     # answers hybrid queries in one round trip with the same formulas as `fuse` below.
     hybrid = backend if mode is SearchMode.HYBRID and isinstance(backend, HybridBackend) else None
     config = fusion  # hybrid: the routed module's fusion, chosen once the query is encoded
-    with torch_threads(settings.query_threads):  # the encoder and any torch kernel in the backend
+    # Client-side hybrid: the BM25 sub-query needs no vector, so it runs on a second thread while the query
+    # is encoded and the dense sub-query runs (both release the GIL): a query waits for the slower of the two.
+    lexical_thread = None
+    if mode is SearchMode.HYBRID and hybrid is None:
+        lexical_thread = ThreadPoolExecutor(1, thread_name_prefix="ddr-search-bm25")
+    with torch_threads(settings.query_threads), lexical_thread or nullcontext():
+        lexical: Future[ScoredIds] | None = None
+        if lexical_thread is not None:
+            lexical = lexical_thread.submit(
+                backend.bm25_search, query, depth, domain=route.filter_domain, filters=filters
+            )
         if mode is not SearchMode.BM25:
             if encoder is None:
                 raise InputError(f"{mode.value} search needs an encoder")
@@ -143,7 +154,9 @@ def search(
                 )
                 return to_hits(fused, backend, weights, "cluster" if hybrid.fuses_natively(config) else "client")
             dense = backend.dense_search(encoded.vectors[0], depth, domain=route.filter_domain, filters=filters)
-        if mode is not SearchMode.DENSE:
+        if lexical is not None:
+            bm25 = lexical.result()
+        elif mode is SearchMode.BM25:
             bm25 = backend.bm25_search(query, depth, domain=route.filter_domain, filters=filters)
     if mode is SearchMode.HYBRID:
         fused = fuse([bm25, dense], config or fusion_config(settings), k=k)
