@@ -1,10 +1,13 @@
 """Similarity routing that can abstain: which domain module (if any) a query belongs to.
 
 Each domain module carries a profile built from its own training queries' general-module embeddings and
-a threshold calibrated on those queries alone. A query goes to the accepted domain with the largest
-margin over its threshold, or to the general module alone when no domain accepts it. Because every
-domain's score and threshold depend on that domain only, adding, retraining or removing a module changes
-nothing for queries that do not route to it (docs/routing.md). numpy only: the ONNX query path uses it.
+a threshold calibrated on those queries alone. A store may also hold a background: general-module vectors
+of queries that belong to no domain (the general module's profile). A domain's score is then how much
+closer a query sits to its queries than to the background. A query goes to the accepting domain with the
+highest score, or to the general module alone when no domain accepts it. Because every domain's score and
+threshold depend on that domain and the store's fixed background only, adding, retraining or removing a
+module changes nothing for queries that do not route to it (docs/routing.md). numpy only: the ONNX query
+path uses it.
 
 A threshold is a quantile of the domain's own leave-one-out scores. Which quantile is a per-module choice
 (ddr_search.routing_quantile weighs it on dev queries) and can be changed without retraining (`recalibrate`).
@@ -46,15 +49,30 @@ class DomainProfile:
     method: ProfileMethod = ProfileMethod.KNN
     neighbours: int = DEFAULT_NEIGHBOURS
     quantile: float | None = DEFAULT_QUANTILE  # share of its own queries below the threshold (None: unrecorded)
+    background: Matrix | None = None  # [m, dim] unit rows of queries of no domain; the score is relative to them
 
     def scores(self, queries: Matrix) -> NDArray[np.float32]:
-        """[B] similarity of each (unit) query vector to this domain."""
+        """[B] similarity of each (unit) query vector to this domain, minus that to the background."""
         sims = queries @ self.vectors.T
         if self.method is ProfileMethod.CENTROID:
-            return sims[:, 0].astype(np.float32)
-        m = min(self.neighbours, sims.shape[1])
-        top = np.partition(sims, sims.shape[1] - m, axis=1)[:, -m:]
-        return top.mean(axis=1).astype(np.float32)
+            own = sims[:, 0].astype(np.float32)
+        else:
+            own = nearest_mean(sims, self.neighbours)
+        return own if self.background is None else own - background_scores(queries, self.background, self.neighbours)
+
+
+def nearest_mean(sims: NDArray[np.float32], neighbours: int) -> NDArray[np.float32]:
+    """[B] mean of each row's `neighbours` largest similarities."""
+    m = min(neighbours, sims.shape[1])
+    return np.partition(sims, sims.shape[1] - m, axis=1)[:, -m:].mean(axis=1).astype(np.float32)
+
+
+def background_scores(queries: Matrix, background: Matrix, neighbours: int = DEFAULT_NEIGHBOURS) -> NDArray[np.float32]:
+    """[B] kNN similarity of (unit) queries to the background: how much they look like queries of no domain."""
+    scores = np.empty(queries.shape[0], dtype=np.float32)
+    for start in range(0, queries.shape[0], 1024):
+        scores[start : start + 1024] = nearest_mean(queries[start : start + 1024] @ background.T, neighbours)
+    return scores
 
 
 def _unit(vectors: Matrix) -> Matrix:
@@ -62,9 +80,13 @@ def _unit(vectors: Matrix) -> Matrix:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def leave_one_out_scores(vectors: Matrix, method: ProfileMethod, neighbours: int) -> NDArray[np.float32]:
+def leave_one_out_scores(
+    vectors: Matrix, method: ProfileMethod, neighbours: int, background: Matrix | None = None
+) -> NDArray[np.float32]:
     """Each training query's score against the profile built from the others: an honest in-domain sample."""
     unit = _unit(vectors)
+    if background is not None:
+        return leave_one_out_scores(unit, method, neighbours) - background_scores(unit, background, neighbours)
     n = unit.shape[0]
     if n < 2:
         raise InputError(f"a routing profile needs at least 2 training queries, got {n}")
@@ -98,19 +120,28 @@ def calibrate(
     neighbours: int = DEFAULT_NEIGHBOURS,
     limit: int | None = PROFILE_SIZE,
     seed: int = 0,
+    background: Matrix | None = None,
 ) -> DomainProfile:
     """A profile from a domain's training-query vectors; the threshold lets `quantile` of them fall below.
 
     More than `limit` vectors are sampled down (seeded) first: routing cost and disk stay bounded.
     The stored vectors are rounded to float16 before calibrating, so the threshold fits what is loaded.
+    `background` (the store's, from `background_profile`): score the domain relative to it.
     """
     method = ProfileMethod(method)
     vectors = np.asarray(vectors, dtype=np.float32)[profile_rows(len(vectors), limit=limit, seed=seed)]
     unit = _unit(vectors).astype(np.float16).astype(np.float32)
-    threshold = threshold_at(leave_one_out_scores(unit, method, neighbours), quantile)
+    threshold = threshold_at(leave_one_out_scores(unit, method, neighbours, background), quantile)
     kept = _unit(unit.mean(axis=0, keepdims=True)) if method is ProfileMethod.CENTROID else unit
     kept = kept.astype(np.float16).astype(np.float32)
-    return DomainProfile(module, kept, threshold, method, neighbours, quantile)
+    return DomainProfile(module, kept, threshold, method, neighbours, quantile, background)
+
+
+def background_profile(vectors: Matrix, *, limit: int | None = PROFILE_SIZE, seed: int = 0) -> Matrix:
+    """The store's background from general-module vectors of queries no domain serves: unit rows, sampled
+    down to `limit` (seeded) and rounded to float16 like the profiles (what is stored is what is scored)."""
+    vectors = np.asarray(vectors, dtype=np.float32)[profile_rows(len(vectors), limit=limit, seed=seed)]
+    return _unit(vectors).astype(np.float16).astype(np.float32)
 
 
 def threshold_at(loo_scores: NDArray[np.float32], quantile: float) -> float:
@@ -120,13 +151,15 @@ def threshold_at(loo_scores: NDArray[np.float32], quantile: float) -> float:
     return float(np.quantile(loo_scores, quantile)) if quantile > 0 else float(loo_scores.min())
 
 
-def recalibrate(profile: DomainProfile, quantile: float) -> DomainProfile:
-    """The same profile with its threshold at another quantile: the stored queries are the ones `calibrate`
-    scored, so this equals calibrating anew at `quantile`, without the module's data or any retraining."""
+def recalibrate(profile: DomainProfile, quantile: float, background: Matrix | None = None) -> DomainProfile:
+    """The same profile with its threshold at another quantile, relative to `background` (default: its own):
+    the stored queries are the ones `calibrate` scored, so this equals calibrating anew at `quantile`,
+    without the module's data or any retraining."""
     if profile.method is ProfileMethod.CENTROID:
         raise InputError(f"{profile.module}: a centroid profile keeps no queries to recalibrate from")
-    loo = leave_one_out_scores(profile.vectors, profile.method, profile.neighbours)
-    return replace(profile, threshold=threshold_at(loo, quantile), quantile=quantile)
+    background = profile.background if background is None else background
+    loo = leave_one_out_scores(profile.vectors, profile.method, profile.neighbours, background)
+    return replace(profile, threshold=threshold_at(loo, quantile), quantile=quantile, background=background)
 
 
 def profile_scores(queries: Matrix, profiles: Sequence[DomainProfile]) -> NDArray[np.float32]:
@@ -138,10 +171,13 @@ def profile_scores(queries: Matrix, profiles: Sequence[DomainProfile]) -> NDArra
 
 
 def choose_domains(margins: NDArray[np.float32], profiles: Sequence[DomainProfile]) -> list[str | None]:
-    """Per query: the module whose margin is largest among those >= 0, or None (the general module)."""
+    """Per query: among the modules whose margin is >= 0, the one with the highest score (margin plus
+    threshold: the domain the query is most like, relative to the background), or None (the general module)."""
     if not profiles:
         return [None] * margins.shape[0]
-    best = margins.argmax(axis=1)
+    scores = margins + np.array([p.threshold for p in profiles], dtype=np.float32)[None, :]
+    scores = np.where(margins >= 0, scores, -np.inf)
+    best = scores.argmax(axis=1)
     return [profiles[b].module if margins[row, b] >= 0 else None for row, b in enumerate(best)]
 
 
@@ -151,41 +187,75 @@ def route(general_vectors: Matrix, profiles: Sequence[DomainProfile]) -> list[st
 
 
 # -- on disk: <store>/profiles/<module>.safetensors, described by ModuleRecord.routing -----------------
-def write_profile(directory: Path, profile: DomainProfile) -> dict[str, str | int | float]:
-    """Write one profile's vectors (float16); returns what the manifest records about it."""
+# The background is the general module's profile: its record says {"role": "background"}; a domain profile
+# scored relative to it says {"relative_to": <the general module's name>}.
+BACKGROUND_ROLE = "background"
+
+
+def _write_vectors(directory: Path, name: str, vectors: Matrix) -> dict[str, str | int | float]:
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    file = directory / f"{profile.module}.safetensors"
-    save_file({"vectors": profile.vectors.astype(np.float16)}, str(file))
-    record: dict[str, str | int | float] = {
-        "method": profile.method.value,
-        "neighbours": profile.neighbours,
-        "threshold": profile.threshold,
-        "queries": int(profile.vectors.shape[0]),
-        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
-    }
-    if profile.quantile is not None:
-        record["quantile"] = profile.quantile
-    return record
+    file = directory / f"{name}.safetensors"
+    save_file({"vectors": vectors.astype(np.float16)}, str(file))
+    return {"queries": int(vectors.shape[0]), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
 
 
-def read_profile(directory: Path, module: str, record: Mapping[str, str | int | float]) -> DomainProfile:
-    """Load one profile, checking its file against the manifest's checksum. Raises ModuleStoreError."""
+def _read_vectors(directory: Path, name: str, record: Mapping[str, str | int | float]) -> Matrix:
     from safetensors.numpy import load_file
 
-    file = directory / f"{module}.safetensors"
+    file = directory / f"{name}.safetensors"
     if not file.exists():
         raise ModuleStoreError(f"{file} is listed in the manifest but missing")
     if hashlib.sha256(file.read_bytes()).hexdigest() != record["sha256"]:
         raise ModuleStoreError(f"{file} does not match its manifest checksum")
-    vectors = load_file(str(file))["vectors"].astype(np.float32)
-    quantile = record.get("quantile")  # stores written before quantiles were recorded lack it
-    return DomainProfile(
-        module,
-        vectors,
-        float(record["threshold"]),
-        ProfileMethod(str(record["method"])),
-        int(record["neighbours"]),
-        float(quantile) if quantile is not None else None,
-    )
+    return load_file(str(file))["vectors"].astype(np.float32)
+
+
+def write_profile(directory: Path, profile: DomainProfile, background_name: str) -> dict[str, str | int | float]:
+    """Write one profile's vectors (float16); returns what the manifest records about it."""
+    record: dict[str, str | int | float] = {
+        "method": profile.method.value,
+        "neighbours": profile.neighbours,
+        "threshold": profile.threshold,
+        **_write_vectors(directory, profile.module, profile.vectors),
+    }
+    if profile.quantile is not None:
+        record["quantile"] = profile.quantile
+    if profile.background is not None:
+        record["relative_to"] = background_name
+    return record
+
+
+def write_background(directory: Path, name: str, background: Matrix) -> dict[str, str | int | float]:
+    """Write the store's background as module `name`'s (the general module's) profile."""
+    return {"role": BACKGROUND_ROLE, **_write_vectors(directory, name, background)}
+
+
+def read_profiles(
+    directory: Path, records: Mapping[str, Mapping[str, str | int | float]]
+) -> tuple[Matrix | None, dict[str, DomainProfile]]:
+    """(the background or None, module -> profile) from the manifest's routing records, each file checked
+    against its checksum. Raises ModuleStoreError for a missing or altered file."""
+    background = None
+    for name, record in records.items():
+        if record.get("role") == BACKGROUND_ROLE:
+            background = _read_vectors(directory, name, record)
+    profiles = {}
+    for name, record in records.items():
+        if record.get("role") == BACKGROUND_ROLE:
+            continue
+        relative_to = record.get("relative_to")
+        if relative_to is not None and background is None:
+            raise ModuleStoreError(f"{name}'s routing profile is scored against {relative_to}'s background: missing")
+        quantile = record.get("quantile")  # stores written before quantiles were recorded lack it
+        profiles[name] = DomainProfile(
+            name,
+            _read_vectors(directory, name, record),
+            float(record["threshold"]),
+            ProfileMethod(str(record["method"])),
+            int(record["neighbours"]),
+            float(quantile) if quantile is not None else None,
+            background if relative_to is not None else None,
+        )
+    return background, profiles

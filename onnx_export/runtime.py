@@ -21,7 +21,7 @@ from ddr_search.batching import by_length
 from ddr_search.encoding import auto_encode, check_domain, named_weights
 from ddr_search.errors import ExportError
 from ddr_search.fusion import FusionConfig
-from ddr_search.routing import PROFILES_DIR, DomainProfile, read_profile
+from ddr_search.routing import PROFILES_DIR, DomainProfile, read_profiles
 from ddr_search.types import QueryEncoding, RoutingMode, Vectors, resolve_routing
 from onnx_export.artifacts import (
     ATTENTION_MASK,
@@ -219,12 +219,8 @@ class OrtEncoder:
         """Auto routing profiles in router-row order, read (and checksummed) on first use."""
         with self._lock:
             if self._profiles is None:
-                records = self.manifest.profiles
-                self._profiles = [
-                    read_profile(self.directory / PROFILES_DIR, name, records[name])
-                    for name in self.manifest.module_names
-                    if name in records
-                ]
+                _, profiles = read_profiles(self.directory / PROFILES_DIR, self.manifest.profiles)
+                self._profiles = [profiles[name] for name in self.manifest.module_names if name in profiles]
             return self._profiles
 
     def route(self, ids: np.ndarray, mask: np.ndarray, mode: RoutingMode, domain: str | None) -> np.ndarray:

@@ -69,13 +69,13 @@ def list_modules(store: Path | None, as_json: bool) -> None:
         f"query adapter rank {manifest.adapter_rank})"
     )
     click.echo(
-        f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  {'AUTO ROUTING':<32} {'FUSION':<16} DOMAINS"
+        f"{'NAME':<16} {'KIND':<8} {'VER':>3} {'PARAMS':>9} {'%BB':>6}  {'AUTO ROUTING':<36} {'FUSION':<16} DOMAINS"
     )
     for row in rows:
         pct = f"{row['percent_of_backbone']:.2f}" if row["percent_of_backbone"] is not None else "-"
         click.echo(
             f"{row['name']:<16} {row['kind']:<8} {row['version']:>3} {row['parameters']:>9,} {pct:>6}  "
-            f"{_routing(row['routing'], row['kind']):<32} {_fusion(row['fusion']):<16} {','.join(row['domains'])}"
+            f"{_routing(row['routing'], row['kind']):<36} {_fusion(row['fusion']):<16} {','.join(row['domains'])}"
         )
 
 
@@ -106,11 +106,12 @@ def calibrate_module(name: str, quantile: float, store: Path | None, out: Path |
 def _routing(record: dict[str, str | int | float] | None, kind: str) -> str:
     """How auto routing reaches a module: its profile size and threshold, or why it never does."""
     if kind == "general":
-        return "when no domain accepts"
+        return f"no domain accepts ({record['queries']} bg)" if record else "when no domain accepts"
     if record is None:
         return "prior only (no profile)"
     quantile = f" (q {float(record['quantile']):g})" if record.get("quantile") is not None else ""
-    return f"{record['queries']} queries >= {float(record['threshold']):.3f}{quantile}"
+    relative = " vs bg" if record.get("relative_to") else ""
+    return f"{record['queries']} queries{relative} >= {float(record['threshold']):.3f}{quantile}"
 
 
 def _fusion(record: dict[str, str | int | float] | None) -> str:

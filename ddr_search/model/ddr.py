@@ -17,7 +17,7 @@ from ddr_search.model.backbone import Backbone, BackboneInfo, pool
 from ddr_search.model.prefix import PrefixModule, PrefixState, init_from_backbone, install_prefix_attention
 from ddr_search.model.router import Router, routing_weights
 from ddr_search.names import check_name
-from ddr_search.routing import DomainProfile
+from ddr_search.routing import DomainProfile, Matrix
 from ddr_search.types import RoutingMode
 
 GENERAL = "general"
@@ -47,6 +47,7 @@ class DDRModel(nn.Module):
         self.router = Router(backbone.info.hidden_size)
         self.domain_map: dict[str, list[str]] = {}
         self.profiles: dict[str, DomainProfile] = {}  # auto routing, per domain module (ddr_search.routing)
+        self.routing_background: Matrix | None = None  # queries of no domain: what profiles score against
         self.fusion: dict[str, FusionConfig] = {}  # hybrid fusion per module ("general" too), tuned on dev
         self.loaded_from: Manifest | None = None  # the store this model was loaded from (versions, notes)
 

@@ -33,7 +33,7 @@ from ddr_search.manifest import (
 from ddr_search.model.backbone import Backbone, load_backbone
 from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.prefix import PrefixModule
-from ddr_search.routing import PROFILES_DIR, read_profile, write_profile
+from ddr_search.routing import PROFILES_DIR, read_profiles, write_background, write_profile
 
 
 def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -79,7 +79,7 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
             parameters=module.num_parameters(),
             created=old.created if unchanged else now,
             notes=notes.get(name, old.notes if unchanged else {}),
-            routing=write_profile(staging / PROFILES_DIR, model.profiles[name]) if name in model.profiles else None,
+            routing=_routing_record(model, staging / PROFILES_DIR, name),
             fusion=model.fusion[name].to_record() if name in model.fusion else None,
         )
         save_file(tensors, str(staging / MODULES_DIR / f"{name}.safetensors"))
@@ -103,6 +103,14 @@ def save_store(model: DDRModel, path: Path, notes: dict[str, dict[str, str | int
     (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     replace_directory(staging, path)
     return manifest
+
+
+def _routing_record(model: DDRModel, directory: Path, name: str) -> dict[str, str | int | float] | None:
+    """The general module records the store's routing background; a domain module its own profile."""
+    if name == GENERAL:
+        background = model.routing_background
+        return write_background(directory, name, background) if background is not None else None
+    return write_profile(directory, model.profiles[name], GENERAL) if name in model.profiles else None
 
 
 def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None) -> DDRModel:
@@ -135,11 +143,8 @@ def load_store(path: Path, backbone: Backbone, prefix_length: int | None = None)
     model.router.weight = torch.nn.Parameter(router)
     model.domain_map = {d: list(ms) for d, ms in manifest.domains.items()}
     model.loaded_from = manifest
-    model.profiles = {
-        name: read_profile(path / PROFILES_DIR, name, record.routing)
-        for name, record in manifest.modules.items()
-        if record.routing is not None
-    }
+    routing = {name: record.routing for name, record in manifest.modules.items() if record.routing is not None}
+    model.routing_background, model.profiles = read_profiles(path / PROFILES_DIR, routing)
     model.fusion = {
         name: FusionConfig.from_record(record.fusion)
         for name, record in manifest.modules.items()

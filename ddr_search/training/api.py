@@ -249,7 +249,9 @@ def attach_profile(
     unique = list(dict.fromkeys(queries))
     kept = [unique[i] for i in profile_rows(len(unique), seed=config.seed)]  # only what the profile keeps
     vectors = encoder.encode_queries(kept, routing=RoutingMode.NONE).vectors
-    model.profiles[module] = calibrate(module, vectors, quantile=config.routing_quantile, seed=config.seed)
+    model.profiles[module] = calibrate(
+        module, vectors, quantile=config.routing_quantile, seed=config.seed, background=model.routing_background
+    )
 
 
 def attach_fusion(model: DDRModel, task: CachedQueryTask, module: str) -> None:

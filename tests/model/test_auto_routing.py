@@ -1,5 +1,6 @@
 """Auto routing (issue 10): a query no domain accepts is the general module alone, bit for bit, and
-adding or removing a module changes nothing for the queries that do not route to it."""
+adding or removing a module changes nothing for the queries that do not route to it, with or without a
+routing background (queries of no domain that every profile is scored against)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import pytest
 import torch
 
 from ddr_search.errors import ModuleStoreError
+from ddr_search.manifest import read_manifest
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder
 from ddr_search.model.store import load_store, save_store
-from ddr_search.routing import PROFILES_DIR, ProfileMethod, calibrate, leave_one_out_scores, profile_rows
+from ddr_search.routing import (
+    PROFILES_DIR,
+    DomainProfile,
+    ProfileMethod,
+    background_profile,
+    background_scores,
+    calibrate,
+    choose_domains,
+    leave_one_out_scores,
+    profile_rows,
+)
 from ddr_search.types import RoutingMode
 
 LEGAL = [
@@ -65,13 +77,29 @@ def _with_domain(model: DDRModel, tokenizer, name: str, queries: list[str], seed
     module.keys.data.copy_(model.general.keys.roll(seed, dims=1))
     module.values.data.copy_(model.general.values.roll(seed, dims=1))
     _perturb(module, seed)
-    model.profiles[name] = calibrate(name, general.vectors, quantile=0.25, neighbours=3)
+    background = model.routing_background
+    model.profiles[name] = calibrate(name, general.vectors, quantile=0.25, neighbours=3, background=background)
 
 
-@pytest.fixture()
-def model(fresh_backbone) -> DDRModel:
+BACKGROUND = [
+    "who wrote the novel war and peace",
+    "what is the capital city of australia",
+    "when did the first world war end",
+    "how tall is mount everest",
+    "who invented the telephone",
+    "what language is spoken in brazil",
+]
+
+
+@pytest.fixture(params=[False, True], ids=["no-background", "background"])
+def model(request, fresh_backbone) -> DDRModel:
     model = DDRModel(fresh_backbone, prefix_length=4, adapter_rank=2)
     _perturb(model.add_general(), 0)  # a general module that matters: "alone" must still mean general
+    if request.param:
+        general = TorchEncoder(model.eval(), fresh_backbone.tokenizer).encode_queries(
+            BACKGROUND, routing=RoutingMode.NONE
+        )
+        model.routing_background = background_profile(general.vectors)
     _with_domain(model, fresh_backbone.tokenizer, "legal", LEGAL, 1)
     _with_domain(model, fresh_backbone.tokenizer, "cooking", COOKING, 2)
     return model.eval()
@@ -133,6 +161,14 @@ def test_profiles_round_trip_and_a_tampered_profile_is_refused(model, fresh_back
     for name, profile in model.profiles.items():
         assert np.array_equal(loaded.profiles[name].vectors, profile.vectors)
         assert loaded.profiles[name].threshold == profile.threshold
+        assert (loaded.profiles[name].background is None) == (model.routing_background is None)
+    if model.routing_background is not None:  # the general module's profile: one copy every domain scores against
+        assert np.array_equal(loaded.routing_background, model.routing_background)
+        assert read_manifest(store).modules["general"].routing["role"] == "background"
+        (store / PROFILES_DIR / "general.safetensors").unlink()
+        with pytest.raises(ModuleStoreError, match=r"general\.safetensors is listed in the manifest but missing"):
+            load_store(store, load_backbone())
+        return
     file = store / PROFILES_DIR / "legal.safetensors"
     file.write_bytes(file.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ModuleStoreError, match=r"legal\.safetensors does not match its manifest checksum"):
@@ -176,3 +212,21 @@ def test_threads_encoding_at_once_each_see_their_own_prefixes(model, fresh_backb
     for kind, runs in results.items():
         for vectors in runs:
             np.testing.assert_allclose(vectors, alone[kind], atol=1e-6)
+
+
+def test_a_domain_score_is_its_similarity_minus_the_backgrounds():
+    rng = np.random.default_rng(2)
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)  # noqa: E731
+    own, background, queries = (unit(rng.normal(size=(n, 8))).astype(np.float32) for n in (40, 30, 5))
+    plain = calibrate("x", own, neighbours=4)
+    relative = calibrate("x", own, neighbours=4, background=background_profile(background))
+    expected = plain.scores(queries) - background_scores(queries, relative.background, 4)
+    np.testing.assert_allclose(relative.scores(queries), expected, atol=1e-6)
+    loo = leave_one_out_scores(relative.vectors, ProfileMethod.KNN, 4, relative.background)
+    assert (loo < relative.threshold).mean() == pytest.approx(0.05, abs=0.03)  # calibrated on the relative score
+
+
+def test_among_accepting_domains_the_highest_score_wins_not_the_largest_margin():
+    profiles = [DomainProfile(n, np.zeros((1, 2), np.float32), t) for n, t in (("a", 0.1), ("b", 0.5), ("c", 0.9))]
+    margins = np.array([[0.3, 0.2, -0.1], [-0.2, -0.1, -0.3]], dtype=np.float32)  # scores a 0.4, b 0.7; c rejects
+    assert choose_domains(margins, profiles) == ["b", None]

@@ -14,7 +14,7 @@ from ddr_search.manifest import read_manifest
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.encoder import TorchEncoder
 from ddr_search.model.store import load_store
-from ddr_search.routing import ProfileMethod, calibrate, read_profile, recalibrate, write_profile
+from ddr_search.routing import ProfileMethod, calibrate, read_profiles, recalibrate, write_profile
 from ddr_search.routing_quantile import RoutingEvidence, choose_quantile
 from ddr_search.training.config import TrainConfig
 from ddr_search.types import RoutingMode
@@ -47,10 +47,10 @@ def test_a_centroid_profile_cannot_be_recalibrated_and_quantiles_stay_in_range()
 
 def test_the_quantile_is_recorded_and_an_older_record_without_it_still_loads(tmp_path):
     profile = calibrate("d", _vectors(), quantile=0.2)
-    record = write_profile(tmp_path, profile)
-    assert record["quantile"] == 0.2 and read_profile(tmp_path, "d", record).quantile == 0.2
+    record = write_profile(tmp_path, profile, "general")
+    assert record["quantile"] == 0.2 and read_profiles(tmp_path, {"d": record})[1]["d"].quantile == 0.2
     older = {k: v for k, v in record.items() if k != "quantile"}
-    loaded = read_profile(tmp_path, "d", older)
+    loaded = read_profiles(tmp_path, {"d": older})[1]["d"]
     assert loaded.quantile is None and loaded.threshold == profile.threshold
 
 
@@ -65,7 +65,20 @@ def test_a_module_that_hurts_foreign_queries_it_accepts_gets_a_stricter_threshol
     foreign = RoutingEvidence(rng.uniform(0.52, 0.6, 300).astype(np.float32), np.full(300, -0.2, np.float32))
     choice = choose_quantile(_thresholds(), own, [foreign])
     assert choice.quantile == 0.1  # the loosest threshold above every foreign query: own queries all kept
-    assert choice.utilities[0.1] == pytest.approx(0.05) and choice.confidence[0.1] == 1.0
+    assert choice.utilities[0.1] == pytest.approx(0.05)
+    assert choose_quantile(_thresholds(), own, [foreign], max_loss=None).confidence[0.1] == 1.0  # no cap: the bootstrap
+
+
+def test_a_loss_on_one_other_set_is_not_averaged_away_over_the_rest():
+    rng = np.random.default_rng(2)
+    own = RoutingEvidence(rng.uniform(0.5, 1.0, 1000).astype(np.float32), np.full(1000, 0.05, np.float32))
+    # one other set loses 0.02 a query above the 0.1 threshold; nine others are never accepted
+    hurt = RoutingEvidence(rng.uniform(0.52, 0.6, 300).astype(np.float32), np.full(300, -0.02, np.float32))
+    untouched = [RoutingEvidence(np.zeros(100, np.float32), np.full(100, -0.5, np.float32)) for _ in range(9)]
+    averaged = choose_quantile(_thresholds(), own, [hurt, *untouched], max_loss=None)
+    assert averaged.quantile < 0.1  # the mean over ten sets hides the hurt set's -0.0125
+    capped = choose_quantile(_thresholds(), own, [hurt, *untouched])
+    assert capped.quantile == 0.1  # the loosest threshold costing no set more than 0.005 stands in for 0.05
 
 
 def test_a_flat_noisy_curve_keeps_the_default_and_a_clear_own_gain_loosens_it():

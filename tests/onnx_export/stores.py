@@ -59,16 +59,22 @@ PROFILE_QUERIES = {
 }
 
 
+BACKGROUND_QUERIES = ["who painted the mona lisa", "football world cup winners list", "how to change a car tyre"]
+
+
 def add_profiles(model, tokenizer) -> None:
-    """Auto routing profiles from a few topical queries: legal and medical texts route, others do not."""
+    """Auto routing profiles from a few topical queries, scored against a background of queries of no
+    domain (the ONNX path must load it too): legal and medical texts route, others do not."""
     from ddr_search.model.encoder import TorchEncoder
-    from ddr_search.routing import calibrate
+    from ddr_search.routing import background_profile, calibrate
     from ddr_search.types import RoutingMode
 
     encoder = TorchEncoder(model.eval(), tokenizer)
+    background = encoder.encode_queries(BACKGROUND_QUERIES, routing=RoutingMode.NONE).vectors
+    model.routing_background = background_profile(background)
     for name, queries in PROFILE_QUERIES.items():
         vectors = encoder.encode_queries(queries, routing=RoutingMode.NONE).vectors
-        model.profiles[name] = calibrate(name, vectors, quantile=0.0, neighbours=2)
+        model.profiles[name] = calibrate(name, vectors, quantile=0.0, neighbours=2, background=model.routing_background)
 
 
 def tiny_store(backbone_dir: Path, path: Path, seed: int) -> Path:
