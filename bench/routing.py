@@ -201,7 +201,7 @@ CHOICE_RULES = ("margin", "score", "vote4", "vote8")
 
 def choice_accuracy(queries: np.ndarray, domain: str, profiles, rule: str) -> float:  # type: ignore[no-untyped-def]
     """Share of `domain`'s dev queries reaching it when a query several domains accept goes to the one with
-    the largest margin over its threshold (the shipped rule), the largest kNN score, or the most of the k
+    the largest margin over its threshold, the largest kNN score (the shipped rule), or the most of the k
     nearest profile queries pooled over the accepting domains (votek; ties by margin). Which queries are
     accepted at all does not depend on the rule, so out-of-domain queries are unaffected."""
     from ddr_search.routing import profile_scores
@@ -247,7 +247,8 @@ def markdown(report: dict) -> str:
         f"## Which accepting domain wins (knn, q = {CHOICE_QUANTILE})",
         "",
         "Share of each domain's dev queries reaching its module under each rule for queries that several",
-        "domains accept (the share accepted by two or more in the first row). The shipped rule is `margin`.",
+        "domains accept (the share accepted by two or more in the first row). The shipped rule is `score`",
+        "(relative to the store's background, which these profiles do not have: docs/routing.md).",
         "",
         "| rule | " + " | ".join(domains) + " | mean |",
         "|---|" + "---|" * (len(domains) + 1),

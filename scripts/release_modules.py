@@ -123,8 +123,10 @@ def release(
     work.mkdir(parents=True, exist_ok=True)
     store = work / "base"
     rank = DEFAULT_ADAPTER_RANK if adapter_rank is None else adapter_rank
-    model = DDRModel(load_backbone(), api.DEFAULT_PREFIX_LENGTH, rank)
+    backbone = load_backbone()
+    model = DDRModel(backbone, api.DEFAULT_PREFIX_LENGTH, rank)
     model.add_general(seed=0)  # gates at zero: the exact no-op (MODEL_CARD.md says why it is not trained)
+    attach_background(model, backbone.tokenizer, data, limit)  # every module's profile is scored against it
     save_store(model, store, notes={"general": {"trained": 0, "note": "exact no-op: gates at zero"}})
     summary: dict[str, dict] = {}
     for recipe in RECIPES:
@@ -165,8 +167,6 @@ def dev_sets(data: Path, limit: int | None) -> dict[str, tuple[dict, dict, dict,
     """name -> (corpus, queries, qrels, passage tokens): each recipe's own dev queries (the ones its
     training held out) and two sets no shipped module is for (biomedical, general); never a test split."""
     from ddr_search.data.beir import load_beir
-    from ddr_search.training.beir_pairs import pairs_as_beir
-    from ddr_search.training.pairs import read_pairs
 
     sets = {}
     for recipe in RECIPES:
@@ -178,8 +178,9 @@ def dev_sets(data: Path, limit: int | None) -> dict[str, tuple[dict, dict, dict,
         held = {p.query_id for p in held_out_split(recipe, data, limit)[1]}
         ids = [q for q in queries if q in held]  # file order, not set order: the bootstrap draws depend on it
         sets[recipe.name] = (corpus, {q: queries[q] for q in ids}, {q: qrels[q] for q in ids}, recipe.passage_length)
-    sets["pubmedqa"] = (*load_beir(data / "beir" / "pubmedqa", "train"), 256)
-    sets["wikiqa-train"] = (*pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl")), 256)
+    for name, (corpus, queries, qrels) in general_query_sets(data).items():
+        _, evidence = background_split(queries, qrels)
+        sets[name] = (corpus, {q: queries[q] for q in evidence}, {q: qrels[q] for q in evidence}, 256)
     if limit:
         for name, (corpus, queries, qrels, length) in sets.items():
             queries = dict(list(queries.items())[:limit])
@@ -189,31 +190,108 @@ def dev_sets(data: Path, limit: int | None) -> dict[str, tuple[dict, dict, dict,
     return sets
 
 
+def general_query_sets(data: Path) -> dict[str, tuple[dict, dict, dict]]:
+    """Train questions no shipped module is for (biomedical, general): half of each is the routing
+    background, the other half dev evidence for the thresholds (`background_split`)."""
+    from ddr_search.data.beir import load_beir
+    from ddr_search.training.beir_pairs import pairs_as_beir
+    from ddr_search.training.pairs import read_pairs
+
+    return {
+        "pubmedqa": load_beir(data / "beir" / "pubmedqa", "train"),
+        "wikiqa-train": pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl")),
+    }
+
+
+def background_split(queries: dict, qrels: dict) -> tuple[list[str], list[str]]:
+    """(background ids, evidence ids): a seeded half each of the judged queries, in file order."""
+    qids = [q for q in queries if q in qrels]
+    first_half = set(np.random.default_rng(0).permutation(len(qids))[: len(qids) // 2].tolist())
+    return [q for i, q in enumerate(qids) if i in first_half], [q for i, q in enumerate(qids) if i not in first_half]
+
+
+def attach_background(model, tokenizer, data: Path, limit: int | None) -> None:  # type: ignore[no-untyped-def]
+    """The store's routing background: general-module vectors of the background half of each general set."""
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.routing import background_profile
+    from ddr_search.types import RoutingMode
+
+    texts = []
+    for queries, qrels in ((q, r) for _, q, r in general_query_sets(data).values()):
+        texts += [queries[q] for q in background_split(queries, qrels)[0][: limit or None]]
+    encoder = TorchEncoder(model, tokenizer)
+    model.routing_background = background_profile(encoder.encode_queries(texts, routing=RoutingMode.NONE).vectors)
+
+
 def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Path | None) -> dict:
     """Each module's routing threshold, chosen on dev queries by what it is worth (ddr_search.routing_quantile):
     its own held-out queries' NDCG@10 gain through it against the change it makes to the other sets' queries
     it would accept; the default quantile stays unless a bootstrap says another is better. Scores come from
     a profile of its training queries alone (the dev queries are not in it); the shipped profile (training +
-    dev queries) then takes the quantile."""
-    from ddr_search.evaluation.harness import default_cache_dir, dense_runs
-    from ddr_search.evaluation.metrics import score_run
+    dev queries) then takes the quantile. The same is done without the routing background, and both designs'
+    auto routing is run on every dev set (the comparison in docs/routing.md); the background one ships."""
     from ddr_search.model.encoder import TorchEncoder
     from ddr_search.model.store import save_store
     from ddr_search.routing import calibrate, profile_rows, recalibrate
-    from ddr_search.routing_quantile import RoutingEvidence, choose_quantile
     from ddr_search.types import RoutingMode
 
     encoder = TorchEncoder.load(store)
     model = encoder.model
-    modules = [r.name for r in RECIPES]
-    ndcg: dict[str, dict[str, np.ndarray]] = {}  # set -> "general" or module -> per-query NDCG@10
-    unit: dict[str, np.ndarray] = {}  # set -> general-module query vectors, unit rows
+    attach_background(model, encoder.tokenizer, data, limit)
+    ndcg, unit = dev_evidence(encoder, data, limit, cache_dir)
+    train_vectors = {}
+    for recipe in RECIPES:
+        train, _ = held_out_split(recipe, data, limit)
+        queries = list(dict.fromkeys(p.query for p in train))
+        kept = [queries[i] for i in profile_rows(len(queries))]
+        train_vectors[recipe.name] = encoder.encode_queries(kept, routing=RoutingMode.NONE).vectors
+    designs = {}
+    for design, background in (("knn", None), ("knn relative to the background", model.routing_background)):
+        held_out = {name: calibrate(name, vectors, background=background) for name, vectors in train_vectors.items()}
+        choices = {name: choose_threshold(profile, ndcg, unit) for name, profile in held_out.items()}
+        chosen = [recalibrate(held_out[name], choice.quantile) for name, choice in choices.items()]
+        designs[design] = {"choices": choices, "dev": dev_auto_routing(chosen, ndcg, unit)}
+    summary, notes = {}, {}
+    for name, choice in designs["knn relative to the background"]["choices"].items():
+        background = model.routing_background
+        model.profiles[name] = recalibrate(model.profiles[name], choice.quantile, background)
+        summary[name] = {
+            "quantile": choice.quantile,
+            "dev_utility_by_quantile": choice.utilities,
+            "share_of_draws_beating_default": choice.confidence,
+            "share_required": choice.required,
+            "worst_other_set_by_quantile": choice.worst_other,
+            "compared_against": choice.baseline,
+        }
+        notes[name] = {
+            **model.loaded_from.modules[name].notes,
+            "routing_quantile": choice.quantile,
+            "routing_dev_utility": " ".join(f"{q:g}:{u:+.4f}" for q, u in choice.utilities.items()),
+        }
+        print(f"[release] {name}: routing quantile {choice.quantile}, dev utility {choice.utilities}")
+    summary["designs"] = {
+        design: {"quantiles": {n: c.quantile for n, c in d["choices"].items()}, "dev": d["dev"]}
+        for design, d in designs.items()
+    }
+    save_store(model, store, notes=notes)
+    return summary
+
+
+def dev_evidence(encoder, data: Path, limit: int | None, cache_dir: Path | None):  # type: ignore[no-untyped-def]
+    """(set -> "general" or module -> per-query NDCG@10, set -> general-module query vectors as unit rows)."""
+    from ddr_search.evaluation.harness import default_cache_dir, dense_runs
+    from ddr_search.evaluation.metrics import score_run
+    from ddr_search.model.encoder import TorchEncoder
+    from ddr_search.types import RoutingMode
+
+    ndcg: dict[str, dict[str, np.ndarray]] = {}
+    unit: dict[str, np.ndarray] = {}
     for name, (corpus, queries, qrels, length) in dev_sets(data, limit).items():
-        passages = TorchEncoder(model, encoder.tokenizer, max_passage_length=length)  # queries as `encoder`'s
+        passages = TorchEncoder(encoder.model, encoder.tokenizer, max_passage_length=length)  # queries as `encoder`'s
         qids = [q for q in queries if q in qrels]
         judged = {q: queries[q] for q in qids}
         ndcg[name] = {}
-        for module in (None, *modules):
+        for module in (None, *(r.name for r in RECIPES)):
             routing = {"domain": module} if module else {"routing": RoutingMode.NONE}
             run = dense_runs(
                 corpus, judged, passages, **routing, depth=100, cache_dir=cache_dir or default_cache_dir(),
@@ -223,34 +301,36 @@ def routing_quantiles(store: Path, data: Path, limit: int | None, cache_dir: Pat
             ndcg[name][module or "general"] = np.array([per_query[q]["nDCG@10"] for q in qids], dtype=np.float32)
         vectors = encoder.encode_queries(list(judged.values()), routing=RoutingMode.NONE).vectors
         unit[name] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    summary, notes = {}, {}
-    for recipe in RECIPES:
-        train, _ = held_out_split(recipe, data, limit)
-        queries = list(dict.fromkeys(p.query for p in train))
-        kept = [queries[i] for i in profile_rows(len(queries))]
-        held_out = calibrate(recipe.name, encoder.encode_queries(kept, routing=RoutingMode.NONE).vectors)
-        thresholds = {q: recalibrate(held_out, q).threshold for q in QUANTILES}
-        evidence = {
-            name: RoutingEvidence(held_out.scores(unit[name]), ndcg[name][recipe.name] - ndcg[name]["general"])
-            for name in ndcg
+    return ndcg, unit
+
+
+def choose_threshold(held_out, ndcg: dict, unit: dict):  # type: ignore[no-untyped-def]
+    """One module's quantile from its held-out profile: its own dev queries against every other set's."""
+    from ddr_search.routing import recalibrate
+    from ddr_search.routing_quantile import RoutingEvidence, choose_quantile
+
+    name = held_out.module
+    thresholds = {q: recalibrate(held_out, q).threshold for q in QUANTILES}
+    evidence = {s: RoutingEvidence(held_out.scores(unit[s]), ndcg[s][name] - ndcg[s]["general"]) for s in ndcg}
+    return choose_quantile(thresholds, evidence[name], [e for s, e in evidence.items() if s != name])
+
+
+def dev_auto_routing(profiles, ndcg: dict, unit: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Auto routing with these (held-out) profiles on every dev set: the mean NDCG@10 change against the
+    general module alone, the module's own change when named (prior), and the share reaching each module."""
+    from ddr_search.routing import route
+
+    out = {}
+    for name, vectors in unit.items():
+        chosen = route(vectors, profiles)
+        got = [ndcg[name][c or "general"][row] for row, c in enumerate(chosen)]
+        general = ndcg[name]["general"]
+        out[name] = {
+            "auto_change": round(float(np.mean(got) - general.mean()), 4),
+            "prior_change": round(float(ndcg[name][name].mean() - general.mean()), 4) if name in ndcg[name] else None,
+            "routed": {p.module: round(chosen.count(p.module) / len(chosen), 3) for p in profiles},
         }
-        others = [e for name, e in evidence.items() if name != recipe.name]
-        choice = choose_quantile(thresholds, evidence[recipe.name], others)
-        model.profiles[recipe.name] = recalibrate(model.profiles[recipe.name], choice.quantile)
-        summary[recipe.name] = {
-            "quantile": choice.quantile,
-            "dev_utility_by_quantile": choice.utilities,
-            "share_of_draws_beating_default": choice.confidence,
-            "share_required": choice.required,
-        }
-        notes[recipe.name] = {
-            **model.loaded_from.modules[recipe.name].notes,
-            "routing_quantile": choice.quantile,
-            "routing_dev_utility": " ".join(f"{q:g}:{u:+.4f}" for q, u in choice.utilities.items()),
-        }
-        print(f"[release] {recipe.name}: routing quantile {choice.quantile}, dev utility {choice.utilities}")
-    save_store(model, store, notes=notes)
-    return summary
+    return out
 
 
 GENERAL_SETS = ("cacm", "cranfield", "adi")  # zero-shot collections, plus WikiQA's train questions
@@ -295,26 +375,57 @@ def general_fusion(store: Path, data: Path, limit: int | None, cache_dir: Path |
 
 def write_routing_report(choices: dict[str, dict]) -> None:
     """bench/reports/routing_quantiles.{json,md}: the evidence behind each shipped module's threshold."""
+    from ddr_search.routing_quantile import MAX_LOSS
+
     reports = REPO / "bench" / "reports"
     (reports / "routing_quantiles.json").write_text(json.dumps(choices, indent=2) + "\n")
+    choices = dict(choices)
+    designs = choices.pop("designs")
     lines = [
         "# Routing threshold per module (`python scripts/release_modules.py --routing-only`)",
         "",
         "Dev queries only (docs/routing.md). Worth of a quantile: the module's own held-out queries' mean "
         "NDCG@10 change when those clearing its threshold go to it, plus the mean over the other dev sets "
         "(the other modules' dev splits, PubMedQA train, WikiQA train) of theirs. A quantile replaces 0.05 "
-        "only when it beats it in the required share of 2,000 bootstrap resamples.",
+        "only when it beats it in the required share of 2,000 bootstrap resamples. A quantile that costs any "
+        "other dev set more than 0.005 on average is not eligible; when 0.05 is not, the loosest eligible "
+        "quantile takes its place as the one to beat.",
         "",
-        "| module | quantile | worth | share of draws beating 0.05 | chosen |",
-        "|---|---|---|---|---|",
+        "| module | quantile | worth | worst other set | eligible | share of draws beating the one to beat | chosen |",
+        "|---|---|---|---|---|---|---|",
     ]
     for module, choice in choices.items():
         for quantile, worth in choice["dev_utility_by_quantile"].items():
             share = choice["share_of_draws_beating_default"][quantile]
+            worst = choice["worst_other_set_by_quantile"][quantile]
+            eligible = "yes" if worst >= -MAX_LOSS else "no"
+            if float(quantile) == choice["compared_against"]:
+                eligible += " (the one to beat)"
             chosen = "**yes**" if float(quantile) == choice["quantile"] else ""
-            lines.append(f"| {module} | {float(quantile):g} | {worth:+.4f} | {share:.3f} | {chosen} |")
+            cells = (module, f"{float(quantile):g}", f"{worth:+.4f}", f"{worst:+.4f}", eligible, f"{share:.3f}", chosen)
+            lines.append("| " + " | ".join(cells) + " |")
     required = next(iter(choices.values()))["share_required"]
     lines += ["", f"Share required: {required:.4f} (95% family-wise, Bonferroni over the candidates).", ""]
+    lines += [
+        "## Auto routing on the dev sets, with and without the routing background",
+        "",
+        "Each design's held-out profiles at the quantiles the rule above chooses for it; every module competes "
+        "(the accepting domain with the highest score wins). Mean NDCG@10 change against the general module "
+        "alone; for a module's own set, the share of the change prior routing (the module named) gives.",
+        "",
+        "| design | quantiles | " + " | ".join(next(iter(designs.values()))["dev"]) + " |",
+        "|---|---|" + "---|" * len(next(iter(designs.values()))["dev"]),
+    ]
+    for design, result in designs.items():
+        cells = []
+        for outcome in result["dev"].values():
+            routed = ", ".join(f"{m} {share:.0%}" for m, share in outcome["routed"].items() if share)
+            prior = outcome["prior_change"]
+            share = f" ({outcome['auto_change'] / prior:.0%} of {prior:+.4f})" if prior else ""
+            cells.append(f"{outcome['auto_change']:+.4f}{share}; routed: {routed or 'none'}")
+        quantiles = ", ".join(f"{m} {q:g}" for m, q in result["quantiles"].items())
+        lines.append(f"| {design} | {quantiles} | " + " | ".join(cells) + " |")
+    lines.append("")
     (reports / "routing_quantiles.md").write_text("\n".join(lines))
 
 
