@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -230,14 +231,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_USER_LOCK = threading.Lock()  # the nodes boot on parallel threads: two `useradd`s at once raced on a fresh machine
+
+
 def _engine_user() -> str | None:
-    """The user a node runs as: `ddr-engine` (created on demand) when we are root, else ourselves."""
+    """The user a node runs as: `ddr-engine` (created on demand, once) when we are root, else ourselves."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(ENGINE_USER)
-    except KeyError:
-        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ENGINE_USER])
+    with _USER_LOCK:
+        try:
+            pwd.getpwnam(ENGINE_USER)
+        except KeyError:
+            _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ENGINE_USER])
     return ENGINE_USER
 
 
