@@ -4,11 +4,11 @@
     .venv/bin/python scripts/release_modules.py --ship     # ... then replaces ddr_search/pretrained
     .venv/bin/python scripts/release_modules.py --routing-only [--ship]  # re-choose thresholds only
 
-Recipe (docs/routing.md, docs/training.md): a general module that is the exact no-op, then one domain
-module at a time with `train_domain` on top of it. Each module sees only its own data, and its routing
-profile is calibrated on its own training queries, so any module can be retrained or dropped alone.
-Then each module's routing quantile is chosen on dev queries (docs/routing.md), and the general module's
-fusion on the zero-shot collections.
+Recipe (docs/routing.md, docs/training.md): a general module that is the exact no-op and carries the routing
+background (train questions of no domain), then one domain module at a time with `train_domain` on top of it.
+Each module sees only its own data, and its routing profile is calibrated on its own training queries against
+that fixed background, so any module can be retrained or dropped alone. Then each module's routing quantile
+is chosen on dev queries (docs/routing.md), and the general module's fusion on the zero-shot collections.
 Every choice (learning rate, epochs, checkpoint) is made on train/dev splits; no test query is read.
 """
 
