@@ -53,12 +53,15 @@ class DomainProfile:
 
     def scores(self, queries: Matrix) -> NDArray[np.float32]:
         """[B] similarity of each (unit) query vector to this domain, minus that to the background."""
+        own = self.similarity(queries)
+        return own if self.background is None else own - background_scores(queries, self.background, self.neighbours)
+
+    def similarity(self, queries: Matrix) -> NDArray[np.float32]:
+        """[B] similarity of each (unit) query vector to this domain's queries alone."""
         sims = queries @ self.vectors.T
         if self.method is ProfileMethod.CENTROID:
-            own = sims[:, 0].astype(np.float32)
-        else:
-            own = nearest_mean(sims, self.neighbours)
-        return own if self.background is None else own - background_scores(queries, self.background, self.neighbours)
+            return sims[:, 0].astype(np.float32)
+        return nearest_mean(sims, self.neighbours)
 
 
 def nearest_mean(sims: NDArray[np.float32], neighbours: int) -> NDArray[np.float32]:
@@ -167,7 +170,17 @@ def profile_scores(queries: Matrix, profiles: Sequence[DomainProfile]) -> NDArra
     if not profiles:
         return np.zeros((queries.shape[0], 0), dtype=np.float32)
     unit = _unit(queries)
-    return np.stack([p.scores(unit) - np.float32(p.threshold) for p in profiles], axis=1)
+    shared: dict[tuple[int, int], NDArray[np.float32]] = {}  # every domain shares the store's background
+    columns = []
+    for p in profiles:
+        score = p.similarity(unit)
+        if p.background is not None:
+            key = (id(p.background), p.neighbours)
+            if key not in shared:
+                shared[key] = background_scores(unit, p.background, p.neighbours)
+            score = score - shared[key]
+        columns.append(score - np.float32(p.threshold))
+    return np.stack(columns, axis=1)
 
 
 def choose_domains(margins: NDArray[np.float32], profiles: Sequence[DomainProfile]) -> list[str | None]:
