@@ -27,9 +27,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def matrix_isa() -> list[str]:
+    """The CPU's int8 / matrix instruction sets (AMX >> AVX-512 VNNI >> AVX2): the same code runs several
+    times faster or slower with them, so a report names them next to the CPU."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "amx_tile"})
+
+
 def machine(*packages: str) -> dict[str, object]:
-    """CPU, cores, Python, platform, load average (the machine is shared: it says how busy it was) and
-    the versions of `packages`."""
+    """CPU (with its matrix instruction sets), cores, Python, platform, load average (the machine is shared:
+    it says how busy it was) and the versions of `packages`."""
     versions: dict[str, str | None] = {}
     for package in packages:
         try:
@@ -37,7 +47,7 @@ def machine(*packages: str) -> dict[str, object]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "cpu": cpu_model(),
+        "cpu": f"{cpu_model()} ({', '.join(matrix_isa()) or 'no AVX2'})",
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

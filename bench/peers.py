@@ -66,7 +66,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BEIR, REPO, REPORTS, machine, write_report
+from _common import BEIR, REPO, REPORTS, machine, matrix_isa, write_report
 
 SCIFACT = BEIR / "scifact" / "corpus.jsonl"
 PEERS_DIR = REPO / ".bench-peers"
@@ -291,15 +291,6 @@ def passage_gflop(tokens: float) -> float:
     plus attention scores and mixing (2 L^2 H); x 2 FLOP per MAC. 256 tokens: 6.04 GFLOP."""
     macs = LAYERS * (tokens * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN) + 2 * tokens * tokens * HIDDEN)
     return 2 * macs / 1e9
-
-
-def matrix_isa() -> list[str]:
-    """The CPU's int8 / matrix instruction sets: what the int8 GEMM peak rests on (AMX >> VNNI >> AVX2)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "amx_tile"})
 
 
 def gemm_peak(threads: int, seconds: float) -> dict[str, float]:
