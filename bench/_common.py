@@ -47,7 +47,7 @@ def machine(*packages: str) -> dict[str, object]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "cpu": f"{cpu_model()} ({', '.join(matrix_isa()) or 'no AVX2'})",
+        "cpu": f"{cpu_model()} ({', '.join(matrix_isa()) or 'none of AVX2, AVX-512, AMX'})",
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
