@@ -6,10 +6,12 @@ so every backend answers a query the same way.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ddr_search.errors import InputError, UnknownModuleError
@@ -127,15 +129,10 @@ def search(
     config = fusion  # hybrid: the routed module's fusion, chosen once the query is encoded
     # Client-side hybrid: the BM25 sub-query needs no vector, so it runs on a second thread while the query
     # is encoded and the dense sub-query runs (both release the GIL): a query waits for the slower of the two.
-    lexical_thread = None
+    lexical: Future[ScoredIds] | None = None
     if mode is SearchMode.HYBRID and hybrid is None:
-        lexical_thread = ThreadPoolExecutor(1, thread_name_prefix="ddr-search-bm25")
-    with torch_threads(settings.query_threads), lexical_thread or nullcontext():
-        lexical: Future[ScoredIds] | None = None
-        if lexical_thread is not None:
-            lexical = lexical_thread.submit(
-                backend.bm25_search, query, depth, domain=route.filter_domain, filters=filters
-            )
+        lexical = lexical_pool().submit(backend.bm25_search, query, depth, domain=route.filter_domain, filters=filters)
+    with torch_threads(settings.query_threads):
         if mode is not SearchMode.BM25:
             if encoder is None:
                 raise InputError(f"{mode.value} search needs an encoder")
@@ -165,6 +162,28 @@ def search(
     else:
         fused = [Fused(i, s, (s, None)) for i, s in bm25[:k]]
     return to_hits(fused, backend, weights, "client" if mode is SearchMode.HYBRID else None)
+
+
+_lexical_pool: ThreadPoolExecutor | None = None
+_lexical_lock = threading.Lock()
+
+
+def lexical_pool() -> ThreadPoolExecutor:
+    """The threads client-side hybrid runs BM25 sub-queries on: started once per process, not per query
+    (a thread per query cost about 0.2 ms); a forked child starts its own, as the parent's threads stay behind."""
+    global _lexical_pool
+    with _lexical_lock:
+        if _lexical_pool is None:
+            _lexical_pool = ThreadPoolExecutor(thread_name_prefix="ddr-search-bm25")
+        return _lexical_pool
+
+
+def _forget_lexical_pool() -> None:
+    global _lexical_pool, _lexical_lock
+    _lexical_pool, _lexical_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_lexical_pool)
 
 
 def to_hits(
