@@ -214,11 +214,22 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
     help="Share of the domain's own training queries its auto-routing threshold lets fall below: higher keeps "
     "more foreign queries out (docs/routing.md). Change it later with `ddr-search modules calibrate`.",
 )
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0.0),
+    help="Label-free only: wall-clock seconds for the whole call (default 540). A slow CPU then trains on a "
+    "sample of the corpus and fewer steps; 0 = no limit, the full budget however long it takes.",
+)
 @training_options
-def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, average_runs, routing_quantile, **opts) -> None:
+def train_domain_cmd(
+    name, pairs_files, corpus, store, out, cache_dir, average_runs, routing_quantile, time_budget, **opts
+) -> None:
     """Add one domain module; every other module and every passage embedding stay bit-identical."""
+    from dataclasses import replace
+
     from ddr_search.training.api import train_domain
     from ddr_search.training.corpus import read_corpus
+    from ddr_search.training.selfsup import LABEL_FREE_BUDGET
 
     if not pairs_files and corpus is None:
         raise click.UsageError("give --pairs FILE or --corpus FILE")
@@ -228,8 +239,19 @@ def train_domain_cmd(name, pairs_files, corpus, store, out, cache_dir, average_r
     config = _config(opts)
     config.average_runs = average_runs
     config.routing_quantile = routing_quantile
+    budget = LABEL_FREE_BUDGET
+    if time_budget is not None:
+        budget = replace(budget, seconds=time_budget or None)
     _, result = train_domain(
-        name, source, out, config, pairs=pairs, corpus=docs, backbone=opts["backbone"], cache_dir=cache_dir
+        name,
+        source,
+        out,
+        config,
+        pairs=pairs,
+        corpus=docs,
+        backbone=opts["backbone"],
+        cache_dir=cache_dir,
+        budget=budget,
     )
     _report(result, out)
     click.echo(f"use it with DDR_MODULES={out} (passages need no re-indexing)")

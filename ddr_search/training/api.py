@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from ddr_search.training.dual import DualTask
 from ddr_search.training.loop import TrainResult, train, train_averaged
 from ddr_search.training.pairs import Pair, split_dev
 from ddr_search.training.passages import encode_cached
-from ddr_search.training.selfsup import LABEL_FREE_BUDGET, LabelFreeBudget, label_free_pairs
+from ddr_search.training.selfsup import LABEL_FREE_BUDGET, LabelFreeBudget, documents_within, label_free_pairs
 from ddr_search.types import Document, RoutingMode
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,7 @@ def train_domain(
     Only the new module and its router row train. Asserts afterwards that every other module, the
     other router rows and the passage embeddings are bit-identical to before.
     """
+    started = time.perf_counter()
     if pairs is None and corpus is None:
         raise InputError(f"domain {name!r}: give pairs or a corpus")
     loaded = load_backbone(backbone)
@@ -344,15 +346,18 @@ def train_domain(
         raise InputError(f"module {name!r} already exists in {store}; pick a new name or retrain with train domains")
     label_free = pairs is None
     if label_free:
-        pairs, dev = label_free_pairs(corpus, name, budget, dev_fraction=config.dev_fraction, seed=config.seed)
         passage_length = passage_length or budget.passage_tokens
+        if budget.seconds is not None:
+            encode = passage_encoder(model, loaded, passage_length, show_progress=False).encode_passages
+            corpus = documents_within(corpus, encode, budget.seconds * budget.encoding_share, seed=config.seed)
+        pairs, dev = label_free_pairs(corpus, name, budget, dev_fraction=config.dev_fraction, seed=config.seed)
         steps = config.max_steps or budget.steps(config.batch_size * config.accumulation)
         default_rate = config.lr["domain"] == TrainConfig().lr["domain"]
         config = replace(
             config,
             max_query_length=min(config.max_query_length, budget.query_tokens),
             max_steps=steps,
-            eval_every=config.eval_every or max(1, steps // budget.evaluations),
+            evaluations=config.evaluations or budget.evaluations,
             lr={**config.lr, "domain": budget.lr} if default_rate else config.lr,
         )
     pairs = [Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in pairs]
@@ -379,6 +384,9 @@ def train_domain(
         dev=[Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in dev or ()],
         passage_lengths={name: passage_length} if passage_length else None,
     )
+    if label_free and budget.seconds is not None:
+        left = budget.seconds - budget.closing_seconds - (time.perf_counter() - started)
+        config = replace(config, max_seconds=max(0.0, left))
     result = train_averaged(task, config)
     freeze(model)
     _assert_unchanged(model, before, router_before, row, encoder, version, probe)

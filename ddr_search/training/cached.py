@@ -115,9 +115,25 @@ class CachedQueryTask:
         logits = self.model.router(self.model.router_features(ids, mask)) if self.router_trains else None
         return self.model(ids, mask, weights), logits
 
+    def encode_by_length(self, examples: Sequence[CachedExample]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`encode`, run as a shorter and a longer half (each padded to its own longest query), rows back in
+        order: the same vectors and gradients with less padding. Pseudo-queries run from 3 to 32 tokens,
+        and one long query pads a whole batch: on two AVX2 cores a step of 32 took 1.0 s this way against
+        1.2 s in one piece (quarters 1.1 s: smaller matrix products cost more than the padding saved)."""
+        if len(examples) < 2:
+            return self.encode(examples)
+        lengths = self._tokens([e.query for e in examples])["attention_mask"].sum(dim=1).tolist()
+        order = sorted(range(len(examples)), key=lengths.__getitem__)
+        half = len(order) // 2
+        parts = [self.encode([examples[i] for i in rows]) for rows in (order[:half], order[half:])]
+        back = torch.argsort(torch.tensor(order))
+        vectors = torch.cat([v for v, _ in parts])[back]
+        logits = None if parts[0][1] is None else torch.cat([g for _, g in parts])[back]
+        return vectors, logits
+
     def loss(self, indices: list[int]) -> torch.Tensor:
         examples = [self.train_examples[i] for i in indices]
-        vectors, logits = self.encode(examples)
+        vectors, logits = self.encode_by_length(examples)
         total = vectors.new_zeros(())
         for domain in sorted({e.domain for e in examples}):
             rows = [i for i, e in enumerate(examples) if e.domain == domain]

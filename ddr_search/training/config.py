@@ -29,10 +29,12 @@ class TrainConfig:
     average_runs: int = 1  # train_domain: average this many runs (seeds seed, seed+1, ...): loop.train_averaged
     routing_quantile: float = DEFAULT_QUANTILE  # share of its own queries a module's routing threshold lets below
     dev_fraction: float = 0.1
-    eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once per epoch
+    eval_every: int = 0  # optimizer steps between dev evaluations; 0 = `evaluations` a run, else once per epoch
+    evaluations: int = 0  # dev evaluations spread over the run's steps (when eval_every is 0)
     patience: int = 2  # evaluations without improvement before stopping
     min_delta: float = 0.0  # a checkpoint must beat the best dev score by this much to be kept
     max_steps: int | None = None
+    max_seconds: float | None = None  # wall clock for the whole run, dev checks included (loop.train)
     max_examples: int | None = None  # subsample the training examples (seeded)
     checkpoint_dir: Path | None = None
     resume: bool = False

@@ -24,6 +24,7 @@ from ddr_search.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+TIMED_STEPS = 3  # steps a time-limited run takes before it sets its length from their pace
 
 
 class Task(Protocol):
@@ -55,6 +56,7 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
     part_best: dict[str, dict[str, float]] = field(default_factory=dict)
+    time_limited: bool = False  # `max_seconds` cut the run short of its planned steps
 
     def notes(self) -> dict[str, str | int | float]:
         return {
@@ -64,7 +66,34 @@ class TrainResult:
             "steps": self.steps,
             "train_seconds": round(self.seconds, 1),
             "seconds_per_step": round(self.seconds_per_step, 3),
+            **({"time_limited": 1} if self.time_limited else {}),
         }
+
+
+@dataclass
+class _TimeLimit:
+    """Fits a run into `seconds` of wall clock, dev checks included: once TIMED_STEPS steps have set
+    the pace, the run is shortened to the steps that fit; a later slowdown ends it at the next step."""
+
+    seconds: float
+    started: float  # perf_counter when the run began
+    eval_seconds: float = 0.0  # the slowest dev check so far
+    planned: bool = False
+    hit: bool = False
+
+    def steps(self, total: int, step: int, timed_steps: int, step_seconds: float, evals_left: int) -> int:
+        """How many steps the run takes in all: `total`, or fewer when the rest would not fit."""
+        left = self.seconds - (time.perf_counter() - self.started) - self.eval_seconds * evals_left
+        pace = step_seconds / max(1, timed_steps)
+        if not self.planned and timed_steps >= TIMED_STEPS:
+            self.planned = True
+            fits = step + max(0, int(left // pace))
+        else:
+            fits = step if left < pace else total
+        if fits < total:
+            self.hit = True
+            log.warning("time limit of %.0f s: training stops after %d of %d steps", self.seconds, fits, total)
+        return min(total, fits)
 
 
 def _save(path: Path, payload: dict[str, object]) -> None:
@@ -101,6 +130,7 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
     The dev score before any step is the first candidate, so training never returns a module worse
     (on dev) than the one it started from; `min_delta` makes a change earn its place.
     """
+    started = time.perf_counter()
     torch.manual_seed(config.seed)
     groups = task.param_groups()
     optimizer = torch.optim.AdamW(
@@ -114,7 +144,14 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    eval_every = config.eval_every or steps_per_epoch
+
+    def cadence(steps: int) -> int:
+        if config.eval_every:
+            return config.eval_every
+        return max(1, steps // config.evaluations) if config.evaluations else steps_per_epoch
+
+    eval_every = cadence(total)
+    limit = _TimeLimit(config.max_seconds, started) if config.max_seconds is not None else None
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
 
     step, bad, stopped = 0, 0, False
@@ -134,6 +171,8 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         torch.set_rng_state(saved["rng"])
     else:
         baseline = best = task.evaluate()
+        if limit is not None:
+            limit.eval_seconds = time.perf_counter() - started
         best_step, best_state = 0, _snapshot(task)
         history.append({"step": 0, "dev": baseline, **_part_scores(task)})
         best_parts = {}
@@ -161,8 +200,8 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
             )
 
     bar = tqdm(total=total, initial=step, desc="training", unit="step", disable=not config.show_progress)
-    started = time.perf_counter()
-    start_step = step
+    looping = time.perf_counter()
+    start_step, start_elapsed = step, elapsed
     while step < total and not stopped:
         epoch, within = divmod(step, steps_per_epoch)
         order = np.random.RandomState(config.seed + epoch).permutation(n)
@@ -184,10 +223,20 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         step += 1
         elapsed += time.perf_counter() - t0
         bar.update(1)
-        rate = (step - start_step) / (time.perf_counter() - started)
+        rate = (step - start_step) / (time.perf_counter() - looping)
         bar.set_postfix(loss=f"{loss_value:.4f}", steps_per_s=f"{rate:.2f}")
+        if limit is not None and step < total:
+            evals_left = math.ceil((total - step) / eval_every) + 1
+            fitted = limit.steps(total, step, step - start_step, elapsed - start_elapsed, evals_left)
+            if fitted < total:
+                total, eval_every = fitted, cadence(fitted)
+                bar.total = total
+                bar.refresh()
         if step % eval_every == 0 or step == total:
+            checking = time.perf_counter()
             dev = task.evaluate()
+            if limit is not None:
+                limit.eval_seconds = max(limit.eval_seconds, time.perf_counter() - checking)
             history.append({"step": step, "dev": dev, "loss": loss_value, **_part_scores(task)})
             _update_parts(task, step, best_parts, config.min_delta)
             if dev > best + config.min_delta:
@@ -216,6 +265,7 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         stopped_early=stopped,
         history=history,
         part_best={name: {"dev": float(p["dev"]), "step": int(p["step"])} for name, p in best_parts.items()},
+        time_limited=limit is not None and limit.hit,
     )
 
 
@@ -232,10 +282,14 @@ def train_averaged(task: Task, config: TrainConfig) -> TrainResult:
         return train(task, config)
     start = {key: value.clone() for key, value in task.trainable_state().items()}
     ends, results = [], []
+    began = time.perf_counter()
     for k in range(runs):
         task.load_trainable_state(start)
         folder = Path(config.checkpoint_dir) / f"seed-{config.seed + k}" if config.checkpoint_dir else None
-        results.append(train(task, replace(config, seed=config.seed + k, checkpoint_dir=folder)))
+        share = None  # a time limit is shared out: each run gets an equal part of what is left
+        if config.max_seconds is not None:
+            share = max(0.0, config.max_seconds - (time.perf_counter() - began)) / (runs - k)
+        results.append(train(task, replace(config, seed=config.seed + k, checkpoint_dir=folder, max_seconds=share)))
         ends.append({key: value.clone() for key, value in task.trainable_state().items()})
     task.load_trainable_state({key: torch.stack([end[key] for end in ends]).mean(dim=0) for key in start})
     seconds = sum(r.seconds for r in results)
@@ -250,6 +304,7 @@ def train_averaged(task: Task, config: TrainConfig) -> TrainResult:
         stopped_early=all(r.stopped_early for r in results),
         history=[{**h, "run": k} for k, r in enumerate(results) for h in r.history],
         part_best={f"run{k}:{name}": part for k, r in enumerate(results) for name, part in r.part_best.items()},
+        time_limited=any(r.time_limited for r in results),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,14 @@ from ddr_search.training.beir_pairs import pairs_from_beir
 from ddr_search.training.corpus import read_corpus
 from ddr_search.training.mining import mine_bm25, mine_dense
 from ddr_search.training.pairs import Pair, Passage
-from ddr_search.training.selfsup import LabelFreeBudget, PseudoQuery, label_free_pairs, pairs_from_corpus, sentences
+from ddr_search.training.selfsup import (
+    LabelFreeBudget,
+    PseudoQuery,
+    documents_within,
+    label_free_pairs,
+    pairs_from_corpus,
+    sentences,
+)
 from ddr_search.types import Document
 
 
@@ -88,6 +97,20 @@ def test_label_free_pairs_hold_out_whole_documents_and_keep_to_the_budget(shared
     total = len(pairs_from_corpus(docs[:20], domain="sci", seed=0))
     assert small_train and 0 < len(small_dev) <= round(total * 0.1) + len(PseudoQuery) - 1
     assert budget.steps(32) == 7
+
+
+def test_a_time_budget_keeps_every_document_that_fits_and_a_seeded_sample_otherwise():
+    docs = [Document(f"d{i}", title="", text=f"passage number {i}") for i in range(1000)]
+    assert documents_within(docs, lambda texts: None, 60.0) == docs
+
+    def slow(texts):  # 1 ms a document: about 500 fit in half a second
+        time.sleep(0.001 * len(texts))
+
+    sample = documents_within(docs, slow, 0.5, probe=50, granularity=100)
+    assert 100 <= len(sample) <= 500 and len(sample) % 100 == 0
+    assert len({d.id for d in sample}) == len(sample) and sample != docs[: len(sample)]  # shuffled, no repeats
+    smaller = documents_within(docs, slow, 0.25, probe=50, granularity=100)
+    assert smaller == sample[: len(smaller)]  # the same seeded order, cut shorter
 
 
 def test_bm25_mining_never_returns_a_positive(shared_data):

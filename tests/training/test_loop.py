@@ -1,11 +1,13 @@
-"""The loop's choice of checkpoints: best on dev overall, and per independent part (domain module)."""
+"""The loop's choice of checkpoints (best on dev overall, and per independent part) and its time limit."""
 
 from __future__ import annotations
+
+import time
 
 import torch
 
 from ddr_search.training.config import TrainConfig
-from ddr_search.training.loop import train, train_averaged
+from ddr_search.training.loop import TIMED_STEPS, train, train_averaged
 
 
 class PartsTaskDouble:
@@ -122,3 +124,25 @@ def test_one_run_is_plain_training():
     train(single, config)
     train_averaged(averaged, config)
     assert torch.equal(single.w.detach(), averaged.w.detach())
+
+
+class SlowTaskDouble(SeededTaskDouble):
+    """SeededTaskDouble whose every step takes 0.1 s of wall clock, for the loop's time limit."""
+
+    def loss(self, indices):
+        time.sleep(0.1)
+        return super().loss(indices)
+
+
+def test_a_time_limit_shortens_the_run_and_checks_dev_on_its_last_step():
+    task = SlowTaskDouble()
+    config = TrainConfig(epochs=1000, batch_size=8, evaluations=4, patience=100, show_progress=False, max_seconds=2.0)
+    result = train(task, config)
+    assert result.time_limited and result.notes()["time_limited"] == 1
+    assert TIMED_STEPS <= result.steps <= 20  # 2 s of 0.1 s steps, of the 1,000 planned
+    checked = [h["step"] for h in result.history]
+    assert checked[0] == 0 and checked[-1] == result.steps
+    assert 4 <= len(checked) - 1 <= 5  # the four checks spread over the steps that fit, plus the last step's
+
+    unlimited = train(SlowTaskDouble(), TrainConfig(epochs=5, batch_size=8, show_progress=False, max_seconds=60.0))
+    assert unlimited.steps == 5 and not unlimited.time_limited and "time_limited" not in unlimited.notes()

@@ -88,6 +88,17 @@ def test_a_few_steps_reduce_the_loss(fresh_backbone, docs, tmp_path):
     assert after < 0.9 * before, (before, after)
 
 
+def test_encoding_by_length_gives_the_vectors_of_one_padded_batch(fresh_backbone, docs, tmp_path):
+    _, task = _task(fresh_backbone, docs, _config(tmp_path))
+    examples = task.train_examples[:9]
+    lengths = task._tokens([e.query for e in examples])["attention_mask"].sum(dim=1)
+    assert lengths.min() < lengths.max()  # the halves really pad to different lengths
+    with torch.no_grad():
+        whole, _ = task.encode(examples)
+        halves, _ = task.encode_by_length(examples)
+    torch.testing.assert_close(halves, whole, atol=1e-5, rtol=0)
+
+
 def test_resume_continues_exactly(fresh_backbone, docs, tmp_path):
     straight = _config(tmp_path, max_steps=4, min_delta=-1.0)
     _, task = _task(fresh_backbone, docs, straight)
