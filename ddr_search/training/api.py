@@ -394,6 +394,8 @@ def train_domain(
     if not label_free:  # pseudo-queries are the corpus's own words: BM25 would win them all
         attach_fusion(model, task, name)
     notes = {**config.to_notes(), **result.notes(), **counts, "label_free": int(label_free)}
+    if label_free:
+        notes["corpus_documents"] = len(corpus)  # what it trained on: a sample where the time budget binds
     save_store(model, out, notes={name: notes})
     return model, result
 
