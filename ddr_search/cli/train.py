@@ -216,9 +216,9 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
 )
 @click.option(
     "--time-budget",
-    type=click.FloatRange(min=0.0),
-    help="Label-free only: wall-clock seconds for the whole call (default 540). A slow CPU then trains on a "
-    "sample of the corpus and fewer steps; 0 = no limit, the full budget however long it takes.",
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Label-free only: wall-clock seconds for the whole call (default: no limit). Where it binds, the module "
+    "trains on a sample of the corpus for fewer steps and may gain little (docs/training.md).",
 )
 @training_options
 def train_domain_cmd(
@@ -239,9 +239,7 @@ def train_domain_cmd(
     config = _config(opts)
     config.average_runs = average_runs
     config.routing_quantile = routing_quantile
-    budget = LABEL_FREE_BUDGET
-    if time_budget is not None:
-        budget = replace(budget, seconds=time_budget or None)
+    budget = LABEL_FREE_BUDGET if time_budget is None else replace(LABEL_FREE_BUDGET, seconds=time_budget)
     _, result = train_domain(
         name,
         source,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from ddr_search.cli.main import cli
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
@@ -159,6 +163,25 @@ def test_adding_a_domain_leaves_everything_else_bit_identical(fresh_backbone, do
     new_encoder = TorchEncoder(reloaded, fresh_backbone.tokenizer, max_passage_length=64)
     assert old_encoder.version == new_encoder.version
     assert np.array_equal(old_encoder.encode_passages(texts), new_encoder.encode_passages(texts))
+
+
+def test_train_domain_command_keeps_a_label_free_module_to_its_time_budget(fresh_backbone, docs, tmp_path):
+    """`--time-budget` too short for training: one step, the notes say it was time-limited, nothing else moves."""
+    model = DDRModel(fresh_backbone, prefix_length=4)
+    model.add_general()
+    store, out, corpus = tmp_path / "store", tmp_path / "out", tmp_path / "corpus.jsonl"
+    save_store(model, store)
+    corpus.write_text("".join(json.dumps({"id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs))
+    args = ["train", "domain", "legal", "--corpus", str(corpus), "--store", str(store), "--out", str(out)]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli, [*args, "--time-budget", "1", "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    from ddr_search.manifest import read_manifest
+
+    notes = read_manifest(out).modules["legal"].notes
+    assert notes["time_limited"] == 1 and notes["steps"] == 1 and notes["corpus_documents"] == len(docs)
+    refused = CliRunner().invoke(cli, [*args, "--time-budget", "0"])
+    assert refused.exit_code == 2 and "--time-budget" in refused.output
 
 
 def test_labelled_modules_train_prefix_and_adapters_label_free_ones_the_prefix(fresh_backbone):
