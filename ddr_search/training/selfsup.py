@@ -100,7 +100,7 @@ class LabelFreeBudget:
     the steps that fit, and `closing_seconds` are left for the routing profile and the save. Off by
     default because what fits is not worth having on a slow CPU: on an AVX2-only EPYC, 540 s trained on
     4,250 of 10,000 MedQuAD documents for 124 steps and gained nothing on dev, where the unlimited run
-    (about 28 minutes there) gains 1.4 points (docs/training.md).
+    (25 minutes there, bench/reports/labelfree_avx2.md) gains 1.4 points (docs/training.md).
     """
 
     examples: int = 30_000
