@@ -220,15 +220,41 @@ def train_domains_cmd(pairs_files, corpus_specs, store, out, cache_dir, **opts) 
     help="Label-free only: wall-clock seconds for the whole call (default: no limit). Where it binds, the module "
     "trains on a sample of the corpus for fewer steps and may gain little (docs/training.md).",
 )
+@click.option(
+    "--keep-queries",
+    type=click.Path(path_type=Path),
+    help="Queries of other domains (or of none) the module should encode as the general module does: a JSONL "
+    "of pairs or BEIR queries, or one per line. A foreign query routing lets through then costs little "
+    "(docs/training.md: the keep loss).",
+)
+@click.option(
+    "--keep-weight",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Weight of the keep loss (with --keep-queries).",
+)
 @training_options
 def train_domain_cmd(
-    name, pairs_files, corpus, store, out, cache_dir, average_runs, routing_quantile, time_budget, **opts
+    name,
+    pairs_files,
+    corpus,
+    store,
+    out,
+    cache_dir,
+    average_runs,
+    routing_quantile,
+    time_budget,
+    keep_queries,
+    keep_weight,
+    **opts,
 ) -> None:
     """Add one domain module; every other module and every passage embedding stay bit-identical."""
     from dataclasses import replace
 
     from ddr_search.training.api import train_domain
     from ddr_search.training.corpus import read_corpus
+    from ddr_search.training.pairs import read_query_texts
     from ddr_search.training.selfsup import LABEL_FREE_BUDGET
 
     if not pairs_files and corpus is None:
@@ -236,9 +262,11 @@ def train_domain_cmd(
     source, out = store_paths(store, out, opts["backbone"])
     pairs = _read_pairs(pairs_files, domain=name) if pairs_files else None
     docs = read_corpus(corpus) if corpus is not None else None
+    keep = read_query_texts(keep_queries) if keep_queries is not None else None
     config = _config(opts)
     config.average_runs = average_runs
     config.routing_quantile = routing_quantile
+    config.keep_weight = keep_weight if keep is not None else 0.0
     budget = LABEL_FREE_BUDGET if time_budget is None else replace(LABEL_FREE_BUDGET, seconds=time_budget)
     _, result = train_domain(
         name,
@@ -250,6 +278,7 @@ def train_domain_cmd(
         backbone=opts["backbone"],
         cache_dir=cache_dir,
         budget=budget,
+        keep=keep,
     )
     _report(result, out)
     click.echo(f"use it with DDR_MODULES={out} (passages need no re-indexing)")

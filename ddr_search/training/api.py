@@ -26,7 +26,7 @@ from ddr_search.model.ddr import GENERAL, DDRModel
 from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, module_tensors, save_store
 from ddr_search.routing import calibrate, profile_rows
-from ddr_search.training.cached import CachedExample, CachedQueryTask
+from ddr_search.training.cached import CachedExample, CachedQueryTask, KeepQueries
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.dual import DualTask
 from ddr_search.training.loop import TrainResult, train, train_averaged
@@ -180,12 +180,14 @@ def domain_task(
     passages: TorchEncoder | None = None,
     routed: bool = True,
     passage_lengths: Mapping[str, int] | None = None,
+    keep: KeepQueries | None = None,
 ) -> tuple[CachedQueryTask, dict[str, int]]:
     """Candidates per domain (corpus + pair passages, cached) and the train/dev examples.
 
     `dev`: held-out pairs (e.g. a BEIR dev split) for the domains they cover; other domains hold out
     `config.dev_fraction` of their queries. `passages`: the passage encoder (default: this model's).
     `passage_lengths`: per-domain passage token limit (default: the backbone's, as indexing uses).
+    `keep`: queries of other domains for the keep loss (`config.keep_weight`).
     """
     encoder = passages or passage_encoder(model, loaded, show_progress=config.show_progress)
     dev = list(dev or [])
@@ -224,8 +226,19 @@ def domain_task(
         router_rows=router_rows,
         routed=routed,
         texts={d: c.texts for d, c in candidates.items()},
+        keep=keep,
     )
     return task, {"train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs)}
+
+
+def keep_queries(model: DDRModel, backbone: Backbone, texts: Sequence[str], config: TrainConfig) -> KeepQueries:
+    """The keep loss's queries with their general-module vectors (unit rows), encoded before training."""
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise InputError("the keep queries are empty")
+    encoder = TorchEncoder(model, backbone.tokenizer, max_query_length=config.max_query_length)
+    vectors = encoder.encode_queries(texts, routing=RoutingMode.NONE).vectors
+    return KeepQueries(texts, vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
 
 
 def check_domains(pairs: Sequence[Pair]) -> None:
@@ -327,10 +340,13 @@ def train_domain(
     passage_length: int | None = None,
     dev: Sequence[Pair] | None = None,
     budget: LabelFreeBudget = LABEL_FREE_BUDGET,
+    keep: Sequence[str] | None = None,
 ) -> tuple[DDRModel, TrainResult]:
     """Add one domain: labelled pairs, or self-supervised pairs from `corpus` when no pairs are given.
 
     `dev`: held-out pairs for early stopping (default: `config.dev_fraction` of the pairs).
+    `keep`: queries of other domains (or of none) the module should leave as the general module encodes
+    them, weighted by `config.keep_weight` (docs/training.md: the keep loss; required when it is > 0).
     `budget`: how much a label-free module trains on (selfsup.LabelFreeBudget); its fusion stays the
     general default, as its dev queries are pseudo-queries.
 
@@ -344,6 +360,9 @@ def train_domain(
     model = _model(store, loaded, prefix_length)
     if name in model.domain_modules:
         raise InputError(f"module {name!r} already exists in {store}; pick a new name or retrain with train domains")
+    if config.keep_weight > 0 and not keep:
+        raise InputError(f"domain {name!r}: keep_weight {config.keep_weight} needs keep queries (--keep-queries)")
+    keeping = keep_queries(model, loaded, keep, config) if keep and config.keep_weight > 0 else None
     label_free = pairs is None
     if label_free:
         passage_length = passage_length or budget.passage_tokens
@@ -383,6 +402,7 @@ def train_domain(
         [row],
         dev=[Pair(p.query, p.positives, p.negatives, name, p.query_id) for p in dev or ()],
         passage_lengths={name: passage_length} if passage_length else None,
+        keep=keeping,
     )
     if label_free and budget.seconds is not None:
         left = budget.seconds - budget.closing_seconds - (time.perf_counter() - started)
@@ -394,6 +414,8 @@ def train_domain(
     if not label_free:  # pseudo-queries are the corpus's own words: BM25 would win them all
         attach_fusion(model, task, name)
     notes = {**config.to_notes(), **result.notes(), **counts, "label_free": int(label_free)}
+    if keeping is not None:
+        notes["keep_queries"] = len(keeping.texts)
     if label_free:
         notes["corpus_documents"] = len(corpus)  # what it trained on: a sample where the time budget binds
     save_store(model, out, notes={name: notes})

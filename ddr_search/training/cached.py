@@ -21,6 +21,20 @@ from ddr_search.training.losses import LOSSES
 from ddr_search.types import RoutingMode
 
 
+@dataclass(frozen=True)
+class KeepQueries:
+    """Queries of other domains (or of none) and their general-module vectors (unit rows): the keep loss asks
+    the module being trained to leave them where the general module puts them, so a foreign query that
+    routing lets through costs little (docs/training.md: the keep loss)."""
+
+    texts: Sequence[str]
+    vectors: np.ndarray  # [len(texts), dim]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.vectors) or not len(self.texts):
+            raise ValueError(f"keep queries: {len(self.texts)} texts and {len(self.vectors)} vectors")
+
+
 @dataclass(frozen=True, slots=True)
 class CachedExample:
     query: str
@@ -44,6 +58,7 @@ class CachedQueryTask:
         routed: bool = True,
         router_rows: Sequence[int] | None = None,
         texts: Mapping[str, Sequence[str]] | None = None,
+        keep: KeepQueries | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -59,6 +74,10 @@ class CachedQueryTask:
         self.router_rows = list(router_rows) if router_rows is not None else None
         self.router_trains = any(g["name"] == "router" for g in groups)
         self.last_parts: dict[str, float] = {}
+        self.keep = keep if config.keep_weight > 0 else None
+        if self.keep is not None:
+            self.keep_targets = torch.from_numpy(np.ascontiguousarray(self.keep.vectors, dtype=np.float32))
+            self.keep_draws = np.random.default_rng(config.seed + 1)  # one stream for every run of the task
         if self.router_trains and self.router_rows is not None:
             keep = torch.zeros(model.router.weight.shape[0], 1)
             keep[self.router_rows] = 1.0
@@ -147,7 +166,18 @@ class CachedQueryTask:
             names = self.model.module_names
             targets = torch.tensor([names.index(self.model.domain_map[e.domain][0]) for e in examples])
             total = total + self.config.router_loss_weight * torch.nn.functional.cross_entropy(logits, targets)
+        if self.keep is not None:
+            total = total + self.config.keep_weight * self.keep_loss(examples[0].domain)
         return total
+
+    def keep_loss(self, domain: str) -> torch.Tensor:
+        """Mean cosine distance between `config.keep_batch` keep queries encoded as `domain`'s queries and
+        their general-module vectors: zero while the module leaves them alone."""
+        count = min(self.config.keep_batch, len(self.keep_targets))
+        rows = self.keep_draws.choice(len(self.keep_targets), count, replace=False)
+        examples = [CachedExample(self.keep.texts[i], domain, ()) for i in rows]
+        vectors = torch.nn.functional.normalize(self.encode_by_length(examples)[0], dim=-1)
+        return (1 - (vectors * self.keep_targets[rows]).sum(-1)).mean()
 
     @torch.no_grad()
     def evaluate(self) -> float:

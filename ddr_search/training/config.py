@@ -25,6 +25,8 @@ class TrainConfig:
     max_passage_length: int = 128  # for passages encoded during training (the dual phases)
     hard_negatives: int = 3  # per query, sampled from its negatives (dual phases)
     router_loss_weight: float = 1.0
+    keep_weight: float = 0.0  # weight of the keep loss on queries of other domains (cached.KeepQueries); 0 = off
+    keep_batch: int = 16  # keep queries drawn per batch when keep_weight > 0
     seed: int = 0
     average_runs: int = 1  # train_domain: average this many runs (seeds seed, seed+1, ...): loop.train_averaged
     routing_quantile: float = DEFAULT_QUANTILE  # share of its own queries a module's routing threshold lets below
@@ -48,6 +50,8 @@ class TrainConfig:
             raise ValueError(f"average_runs must be at least 1, got {self.average_runs}")
         if not 0.0 <= self.routing_quantile < 1.0:
             raise ValueError(f"routing_quantile must be in [0, 1), got {self.routing_quantile}")
+        if self.keep_weight < 0 or self.keep_batch < 1:
+            raise ValueError(f"keep_weight must be >= 0 and keep_batch >= 1, got {self.keep_weight}, {self.keep_batch}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddr_search.data.jsonl import read_jsonl
+from ddr_search.data.jsonl import read_jsonl, read_lines
 from ddr_search.errors import InputError
 from ddr_search.names import check_name
 
@@ -159,6 +159,27 @@ def read_pairs(path: Path, *, domain: str | None = None) -> list[Pair]:
     if not pairs:
         raise InputError("no pairs in file", path=path)
     return pairs
+
+
+def read_query_texts(path: Path) -> list[str]:
+    """Query texts: a JSONL of pairs ("query") or of BEIR queries ("text"), else one query per line. What
+    `ddr-search train domain --keep-queries` reads (queries a module should leave alone)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("queries file not found", path=path)
+    if path.suffix != ".jsonl":
+        texts = [text.strip() for _, text in read_lines(path)]
+    else:
+        texts = []
+        for number, record in read_jsonl(path):
+            value = record.get("query", record.get("text"))
+            if not isinstance(value, str) or not value.strip():
+                wanted = 'needs a non-empty "query" (pairs) or "text" (BEIR queries) string'
+                raise InputError(wanted, path=path, line=number, field="query")
+            texts.append(value)
+    if not texts:
+        raise InputError("no queries in file", path=path)
+    return texts
 
 
 def write_pairs(path: Path, pairs: Iterable[Pair]) -> int:
