@@ -45,8 +45,10 @@ class Recipe:
 
 
 RECIPES = (
-    # SciFact: 809 train queries, 23 steps an epoch; early stopping (patience 2) keeps the best epoch
-    Recipe("scifact", "scifact", lr=5e-3, epochs=12, passage_length=256, keep=True),
+    # SciFact: 809 train queries, 23 steps an epoch; early stopping (patience 2) keeps the best epoch.
+    # Not with the keep loss: it loosened the threshold to 0.05 and Cranfield's test questions reached the
+    # module (-0.0046 against the frozen encoder; docs/training.md)
+    Recipe("scifact", "scifact", lr=5e-3, epochs=12, passage_length=256),
     # NFCorpus: ~43 positives per query; lr 2e-2 with the listwise loss won a dev-only search (docs/training.md).
     # Passages at the index's 256 tokens; three seeds averaged: one run's dev gain varies +2.0..+2.7 by seed.
     # The keep loss: without it the module cost MedQuAD's dev queries 0.106 NDCG@10 (docs/training.md)
