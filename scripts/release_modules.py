@@ -135,6 +135,27 @@ def keep_texts(recipe: Recipe, data: Path, limit: int | None) -> list[str] | Non
     return texts
 
 
+def train_recipe(recipe: Recipe, store: Path, out: Path, data: Path, limit: int | None, cache_dir: Path | None):
+    """`train_domain` with a recipe's data and settings: its module on top of `store`, written to `out`.
+    Returns (train pairs, dev pairs or None, the training result)."""
+    from ddr_search.training import api
+
+    train, dev, corpus = data_for(recipe, data, limit)
+    _, result = api.train_domain(
+        recipe.name,
+        store,
+        out,
+        config(recipe, limit),
+        pairs=train,
+        dev=dev,
+        corpus=corpus,
+        cache_dir=cache_dir,
+        passage_length=recipe.passage_length,
+        keep=keep_texts(recipe, data, limit),
+    )
+    return train, dev, result
+
+
 def release(
     data: Path, work: Path, *, limit: int | None = None, cache_dir: Path | None = None, adapter_rank: int | None = None
 ) -> dict[str, dict]:
@@ -156,20 +177,8 @@ def release(
     save_store(model, store, notes={"general": {"trained": 0, "note": "exact no-op: gates at zero"}})
     summary: dict[str, dict] = {}
     for recipe in RECIPES:
-        train, dev, corpus = data_for(recipe, data, limit)
         out = work / recipe.name
-        _, result = api.train_domain(
-            recipe.name,
-            store,
-            out,
-            config(recipe, limit),
-            pairs=train,
-            dev=dev,
-            corpus=corpus,
-            cache_dir=cache_dir,
-            passage_length=recipe.passage_length,
-            keep=keep_texts(recipe, data, limit),
-        )
+        train, dev, result = train_recipe(recipe, store, out, data, limit, cache_dir)
         summary[recipe.name] = {
             "passage_length": recipe.passage_length,
             "train_pairs": len(train),
@@ -462,7 +471,6 @@ def retrain(name: str, data: Path, work: Path, cache_dir: Path | None = None) ->
     The module moves to the end of the store's module order. Returns the new store."""
     from ddr_search.model.backbone import load_backbone
     from ddr_search.model.store import load_store, save_store
-    from ddr_search.training import api
 
     recipe = next((r for r in RECIPES if r.name == name), None)
     if recipe is None:
@@ -472,19 +480,7 @@ def retrain(name: str, data: Path, work: Path, cache_dir: Path | None = None) ->
     model.remove_domain_module(name)
     base, out = work / f"without-{name}", work / f"retrained-{name}"
     save_store(model, base, notes={})
-    train, dev, corpus = data_for(recipe, data, None)
-    _, result = api.train_domain(
-        name,
-        base,
-        out,
-        config(recipe, None),
-        pairs=train,
-        dev=dev,
-        corpus=corpus,
-        cache_dir=cache_dir,
-        passage_length=recipe.passage_length,
-        keep=keep_texts(recipe, data, None),
-    )
+    _, _, result = train_recipe(recipe, base, out, data, None, cache_dir)
     print(f"[release] {name} retrained: dev {result.baseline_dev:.4f} -> {result.best_dev:.4f}, "
           f"{result.steps} steps, {result.seconds:.0f} s", flush=True)  # fmt: skip
     return out

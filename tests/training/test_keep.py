@@ -15,16 +15,15 @@ from ddr_search.data.beir import read_queries
 from ddr_search.errors import InputError
 from ddr_search.model.backbone import load_backbone
 from ddr_search.model.ddr import DDRModel
-from ddr_search.model.encoder import TorchEncoder, passage_text
+from ddr_search.model.encoder import TorchEncoder
 from ddr_search.model.store import save_store
-from ddr_search.training.api import keep_queries, train_domain
-from ddr_search.training.cached import CachedExample, CachedQueryTask
+from ddr_search.training.api import train_domain
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.corpus import read_corpus
 from ddr_search.training.loop import train
 from ddr_search.training.pairs import read_query_texts
-from ddr_search.training.selfsup import pairs_from_corpus
 from ddr_search.types import Document, RoutingMode
+from tests.training.sci_task import sci_task
 
 pytestmark = pytest.mark.slow
 
@@ -46,29 +45,16 @@ def _foreign_shift(backbone, docs: list[Document], foreign: list[str], keep_weig
     """Train a fresh module on SciFact pseudo-queries for 6 steps; the mean cosine distance between the
     foreign queries encoded through it and through the general module alone."""
     torch.manual_seed(0)
-    model = DDRModel(backbone, prefix_length=4).eval()
-    model.add_general()
-    model.add_domain_module("sci")
     config = TrainConfig(batch_size=8, epochs=1, max_query_length=32, show_progress=False, max_steps=6)
     config.min_delta, config.keep_weight, config.keep_batch = -1.0, keep_weight, 8
     config.lr["domain"] = 5e-2
-    keep = keep_queries(model, backbone, foreign, config)
-    encoder = TorchEncoder(model, backbone.tokenizer, max_passage_length=64, max_query_length=32)
-    matrix = encoder.encode_passages([passage_text(d.title, d.text) for d in docs])
-    rows = {d.id: i for i, d in enumerate(docs)}
-    pairs = pairs_from_corpus(docs, domain="sci", seed=0)
-    examples = [CachedExample(p.query, "sci", (rows[p.positives[0].id],)) for p in pairs]
-    params = list(model.domain_modules["sci"].parameters())
-    for p in params:
-        p.requires_grad_(True)
-    groups = [{"name": "domain:sci", "params": params, "lr": config.lr_for("domain")}]
-    task = CachedQueryTask(
-        model, backbone.tokenizer, {"sci": matrix}, examples[8:], examples[:8], groups, config, keep=keep
-    )
+    model, task = sci_task(backbone, docs, config, keep=foreign)
     train(task, config)
+    encoder = TorchEncoder(model, backbone.tokenizer, max_query_length=32)
     through_module = encoder.encode_queries(foreign, domain="sci").vectors
     general = encoder.encode_queries(foreign, routing=RoutingMode.NONE).vectors
-    np.testing.assert_allclose(general, keep.vectors, atol=1e-5)  # the targets are the general module's vectors
+    if task.keep is not None:  # the targets are the general module's vectors
+        np.testing.assert_allclose(general, task.keep.vectors, atol=1e-5)
     return float(np.mean(1 - np.sum(through_module * general, axis=1)))
 
 

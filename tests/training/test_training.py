@@ -16,14 +16,13 @@ from ddr_search.model.encoder import TorchEncoder, passage_text
 from ddr_search.model.store import load_store, save_store
 from ddr_search.routing import recalibrate
 from ddr_search.training.api import module_groups, train_domain, train_general
-from ddr_search.training.cached import CachedExample, CachedQueryTask
 from ddr_search.training.config import TrainConfig
 from ddr_search.training.corpus import read_corpus
 from ddr_search.training.dr import train_dr
 from ddr_search.training.loop import train
 from ddr_search.training.pairs import Pair, Passage
-from ddr_search.training.selfsup import pairs_from_corpus
 from ddr_search.types import Document
+from tests.training.sci_task import sci_task
 
 pytestmark = pytest.mark.slow
 
@@ -61,27 +60,9 @@ def _config(tmp_path, **overrides) -> TrainConfig:
     return config
 
 
-def _task(backbone, docs, config):
-    model = DDRModel(backbone, prefix_length=4).eval()
-    model.add_general()  # an exact no-op: domain deltas act on its keys/values
-    model.add_domain_module("sci")
-    encoder = TorchEncoder(model, backbone.tokenizer, max_passage_length=64)
-    matrix = encoder.encode_passages([passage_text(d.title, d.text) for d in docs])
-    rows = {d.id: i for i, d in enumerate(docs)}
-    pairs = pairs_from_corpus(docs, domain="sci", seed=0)
-    examples = [CachedExample(p.query, "sci", (rows[p.positives[0].id],)) for p in pairs]
-    params = list(model.domain_modules["sci"].parameters())
-    for p in params:
-        p.requires_grad_(True)
-    groups = [{"name": "domain:sci", "params": params, "lr": config.lr_for("domain")}]
-    return model, CachedQueryTask(
-        model, backbone.tokenizer, {"sci": matrix}, examples[8:], examples[:8], groups, config
-    )
-
-
 def test_a_few_steps_reduce_the_loss(fresh_backbone, docs, tmp_path):
     config = _config(tmp_path, max_steps=5, temperature=0.02)
-    _, task = _task(fresh_backbone, docs, config)
+    _, task = sci_task(fresh_backbone, docs, config)
     probe = list(range(24))
     with torch.no_grad():
         before = float(task.loss(probe))
@@ -93,7 +74,7 @@ def test_a_few_steps_reduce_the_loss(fresh_backbone, docs, tmp_path):
 
 
 def test_encoding_by_length_gives_the_vectors_of_one_padded_batch(fresh_backbone, docs, tmp_path):
-    _, task = _task(fresh_backbone, docs, _config(tmp_path))
+    _, task = sci_task(fresh_backbone, docs, _config(tmp_path))
     examples = task.train_examples[:9]
     lengths = task._tokens([e.query for e in examples])["attention_mask"].sum(dim=1)
     assert lengths.min() < lengths.max()  # the halves really pad to different lengths
@@ -105,12 +86,12 @@ def test_encoding_by_length_gives_the_vectors_of_one_padded_batch(fresh_backbone
 
 def test_resume_continues_exactly(fresh_backbone, docs, tmp_path):
     straight = _config(tmp_path, max_steps=4, min_delta=-1.0)
-    _, task = _task(fresh_backbone, docs, straight)
+    _, task = sci_task(fresh_backbone, docs, straight)
     result = train(task, straight)
     expected = {k: v.clone() for k, v in task.trainable_state().items()}
 
     first = _config(tmp_path, max_steps=2, min_delta=-1.0, checkpoint_dir=tmp_path / "ckpt")
-    model, task = _task(load_backbone(), docs, first)
+    model, task = sci_task(load_backbone(), docs, first)
     train(task, first)
     with torch.no_grad():  # wreck the live weights: resume must restore them from the checkpoint
         for p in model.domain_modules["sci"].parameters():
