@@ -79,9 +79,9 @@ class CachedQueryTask:
             self.keep_targets = torch.from_numpy(np.ascontiguousarray(self.keep.vectors, dtype=np.float32))
             self.keep_draws = np.random.default_rng(config.seed + 1)  # one stream for every run of the task
         if self.router_trains and self.router_rows is not None:
-            keep = torch.zeros(model.router.weight.shape[0], 1)
-            keep[self.router_rows] = 1.0
-            model.router.weight.register_hook(lambda grad: grad * keep)
+            trained_rows = torch.zeros(model.router.weight.shape[0], 1)
+            trained_rows[self.router_rows] = 1.0
+            model.router.weight.register_hook(lambda grad: grad * trained_rows)
 
     def part_keys(self) -> dict[str, list[str]]:
         """Each domain's own module tensors: under prior routing they never affect another domain,
