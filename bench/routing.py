@@ -298,9 +298,17 @@ def choice_accuracy(queries: np.ndarray, domain: str, profiles, rule: str) -> fl
     return hits / len(queries)
 
 
+def design_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
+    """A markdown table: one row per design, one column per query set (the first row's sets)."""
+    columns = list(next(iter(rows.values())).keys())
+    lines = ["| design | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join("-" if row[c] is None else f"{row[c]:.3f}" for c in columns) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     results = report["results"]
-    columns = list(next(iter(results.values())).keys())
     lines = [
         "# Routing: which module does a dev query reach? (frozen query embeddings)",
         "",
@@ -308,12 +316,8 @@ def markdown(report: dict) -> str:
         "own module. Out-of-domain columns: share routed to the general module alone. `q` = the share of a",
         "domain's own training queries (leave-one-out) allowed below its threshold.",
         "",
-        "| design | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        *design_table(results),
     ]
-    for name, row in results.items():
-        cells = ["-" if row[c] is None else f"{row[c]:.3f}" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     domains = list(report["accepted_by_several"])
     lines += [
         "",
@@ -330,8 +334,6 @@ def markdown(report: dict) -> str:
     for rule, row in report["choice"].items():
         mean = sum(row.values()) / len(row)
         lines.append(f"| {rule} | " + " | ".join(f"{row[d]:.3f}" for d in domains) + f" | {mean:.3f} |")
-    shipped = report["with_background"]
-    columns = list(next(iter(shipped.values())).keys())
     lines += [
         "",
         "## The shipped arrangement: three domains and a background of queries of no domain",
@@ -341,11 +343,8 @@ def markdown(report: dict) -> str:
         "release builds it); out-of-domain columns: the other halves (dev) and the zero-shot sets (never tuned",
         "on). Every domain at one quantile, then at the quantiles the release chose on dev.",
         "",
-        "| design | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        *design_table(report["with_background"]),
     ]
-    for name, row in shipped.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
     counts = report["queries"]
     lines += [
         "",

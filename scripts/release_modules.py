@@ -124,9 +124,7 @@ def keep_texts(recipe: Recipe, data: Path, limit: int | None) -> list[str] | Non
     sample of each other shipped domain's training queries; never a dev query of any set."""
     if not recipe.keep:
         return None
-    texts = []
-    for queries, qrels in ((q, r) for _, q, r in general_query_sets(data).values()):
-        texts += [queries[q] for q in background_split(queries, qrels)[0][: limit or None]]
+    texts = background_texts(data, limit)
     for other in RECIPES:
         if other.name != recipe.name:
             train, _ = held_out_split(other, data, limit)
@@ -246,15 +244,21 @@ def background_split(queries: dict, qrels: dict) -> tuple[list[str], list[str]]:
     return [q for i, q in enumerate(qids) if i in first_half], [q for i, q in enumerate(qids) if i not in first_half]
 
 
+def background_texts(data: Path, limit: int | None) -> list[str]:
+    """The routing background's questions: the background half of each general set, in file order."""
+    texts = []
+    for queries, qrels in ((q, r) for _, q, r in general_query_sets(data).values()):
+        texts += [queries[q] for q in background_split(queries, qrels)[0][: limit or None]]
+    return texts
+
+
 def attach_background(model, tokenizer, data: Path, limit: int | None) -> None:  # type: ignore[no-untyped-def]
     """The store's routing background: general-module vectors of the background half of each general set."""
     from ddr_search.model.encoder import TorchEncoder
     from ddr_search.routing import background_profile
     from ddr_search.types import RoutingMode
 
-    texts = []
-    for queries, qrels in ((q, r) for _, q, r in general_query_sets(data).values()):
-        texts += [queries[q] for q in background_split(queries, qrels)[0][: limit or None]]
+    texts = background_texts(data, limit)
     encoder = TorchEncoder(model, tokenizer)
     model.routing_background = background_profile(encoder.encode_queries(texts, routing=RoutingMode.NONE).vectors)
 
