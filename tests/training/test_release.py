@@ -46,7 +46,9 @@ def test_a_small_slice_release_has_every_shipped_domain_with_a_profile(recipe, s
         assert record.routing["quantile"] == record.notes["routing_quantile"] == chosen["quantile"]
     shipped = read_manifest(recipe.PRETRAINED)  # what the package ships follows the same recipes
     assert sorted(shipped.router_rows) == sorted(names)  # in any order: `--retrain` moves a module to the end
-    for r in recipe.RECIPES:  # and was trained with each recipe's keep loss or without it
-        assert shipped.modules[r.name].notes.get("keep_weight", 0.0) == (recipe.KEEP_WEIGHT if r.keep else 0.0)
+    for r in recipe.RECIPES:  # and was trained with each recipe's keep loss (on its keep queries) or without it
+        notes = shipped.modules[r.name].notes
+        assert notes.get("keep_weight", 0.0) == (recipe.KEEP_WEIGHT if r.keep else 0.0)
+        assert notes.get("keep_queries", 0) == len(recipe.keep_texts(r, shared_data, None) or ())
     assert all(shipped.modules[n].routing is not None for n in names)
     assert all("routing_quantile" in shipped.modules[n].notes for n in names)
