@@ -35,12 +35,19 @@ import numpy as np
 from _common import BEIR, REPO, REPORTS, SHARED_DATA, machine
 
 sys.path.insert(0, str(REPO / "scripts"))
-from release_modules import background_split, general_query_sets  # the release's background: one home
+from release_modules import PRETRAINED, background_split, general_query_sets  # the release's background: one home
 
 QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 SHIPPED_DOMAINS = ("scifact", "nfcorpus", "medical")
-SHIPPED_QUANTILES = {"scifact": 0.2, "nfcorpus": 0.3, "medical": 0.05}  # docs/routing.md: chosen on dev
 BACKGROUND_QUANTILES = (0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+def shipped_quantiles() -> dict[str, float]:
+    """Each shipped domain's routing quantile, as the packaged store records it (chosen on dev: docs/routing.md)."""
+    from ddr_search.manifest import read_manifest
+
+    modules = read_manifest(PRETRAINED).modules
+    return {d: float(modules[d].routing["quantile"]) for d in SHIPPED_DOMAINS}
 
 
 def held_out(key: str, fraction: float) -> bool:
@@ -246,8 +253,9 @@ def with_background(
     for quantile in BACKGROUND_QUANTILES:
         settings[f"knn q={quantile}"] = (None, dict.fromkeys(profile, quantile))
         settings[f"knn relative to the background q={quantile}"] = (background, dict.fromkeys(profile, quantile))
-    shipped = ", ".join(f"{d} {q}" for d, q in SHIPPED_QUANTILES.items())
-    settings[f"knn relative to the background, shipped quantiles ({shipped})"] = (background, SHIPPED_QUANTILES)
+    chosen = shipped_quantiles()
+    shipped = ", ".join(f"{d} {q}" for d, q in chosen.items())
+    settings[f"knn relative to the background, shipped quantiles ({shipped})"] = (background, chosen)
     rows: dict[str, dict[str, float]] = {}
     for name, (scored_against, quantiles) in settings.items():
         profiles = [
