@@ -27,6 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "ddr_search" / "pretrained"
+WIKIQA_TRAIN = Path("train") / "wikiqa" / "train.jsonl"  # under <data>: general questions, and their pages
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,7 @@ def keep_texts(recipe: Recipe, data: Path, limit: int | None) -> list[str] | Non
     queries; never a dev query of any set."""
     if not recipe.keep:
         return None
-    texts = background_texts(data, limit) + field_sentences(
-        data, min(limit or recipe.keep_sentences, recipe.keep_sentences)
-    )
+    texts = background_texts(data, limit) + field_sentences(data, recipe.keep_sentences)[: limit or None]
     for other in RECIPES:
         if other.name != recipe.name:
             train, _ = held_out_split(other, data, limit)
@@ -237,7 +236,7 @@ def general_query_sets(data: Path) -> dict[str, tuple[dict, dict, dict]]:
 
     return {
         "pubmedqa": load_beir(data / "beir" / "pubmedqa", "train"),
-        "wikiqa-train": pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl")),
+        "wikiqa-train": pairs_as_beir(read_pairs(data / WIKIQA_TRAIN)),
     }
 
 
@@ -262,11 +261,13 @@ def field_sentences(data: Path, count: int) -> list[str]:
     Only the background half's sentences, so the evidence half of WikiQA stays unseen by training."""
     if count == 0:
         return []
+    from ddr_search.training.beir_pairs import pairs_as_beir
     from ddr_search.training.pairs import read_pairs
 
-    wikiqa = general_query_sets(data)["wikiqa-train"]
-    background = {wikiqa[1][q] for q in background_split(wikiqa[1], wikiqa[2])[0]}
-    pairs = [p for p in read_pairs(data / "train" / "wikiqa" / "train.jsonl") if p.query in background]
+    pairs = read_pairs(data / WIKIQA_TRAIN)
+    _, queries, qrels = pairs_as_beir(pairs)  # as general_query_sets splits it, without loading PubMedQA
+    background = {queries[q] for q in background_split(queries, qrels)[0]}
+    pairs = [p for p in pairs if p.query in background]
     sentences = list(dict.fromkeys(d.text for p in pairs for d in (*p.positives, *p.negatives)))
     picked = np.random.default_rng(0).permutation(len(sentences))[:count]
     return [sentences[i] for i in picked]
@@ -420,7 +421,7 @@ def general_fusion(store: Path, data: Path, limit: int | None, cache_dir: Path |
     assert general is None or not bool(general.gates.any()), "the general module is not the exact no-op"
     frozen = TorchEncoder.load(None)  # = the store's general module alone, and its passages are cached
     sets = {name: load_beir(data / "beir" / name, "test") for name in GENERAL_SETS}
-    sets["wikiqa-train"] = pairs_as_beir(read_pairs(data / "train" / "wikiqa" / "train.jsonl"))
+    sets["wikiqa-train"] = pairs_as_beir(read_pairs(data / WIKIQA_TRAIN))
     runs = {}
     for name, (corpus, queries, qrels) in sets.items():
         if limit:
