@@ -28,13 +28,15 @@ def cpu_model() -> str:
 
 
 def matrix_isa() -> list[str]:
-    """The CPU's int8 / matrix instruction sets (AMX >> AVX-512 VNNI >> AVX2): the same code runs several
+    """The CPU's int8 / bf16 / matrix instruction sets (AMX >> AVX-512 VNNI / BF16 >> AVX2): the same code runs several
     times faster or slower with them, so a report names them next to the CPU."""
     try:
         flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return []
-    return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "amx_tile"})
+    return sorted(
+        flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "amx_tile"}
+    )
 
 
 def machine(*packages: str) -> dict[str, object]:

@@ -50,8 +50,8 @@ def default_onnx_dir(settings: Settings) -> Path:
 
 def build_encoder(settings: Settings, *, passage_threads: int = 0) -> Encoder:
     """ONNX Runtime encoders when an export for this very store exists, else the torch encoder. Where
-    passages run in bf16 (model/precision.py: AMX CPUs), an export answers queries only and torch's bf16
-    passages, the faster of the two with the same ranking, encode every passage (MixedEncoder).
+    passages run in bf16 (model/precision.py: CPUs with native bf16), an export answers queries only and
+    torch's bf16 passages, the faster of the two with the same ranking, encode every passage (MixedEncoder).
 
     `passage_threads`: the passage encoder's threads (0 = every core; a worker process gets its share).
     """

@@ -1,10 +1,10 @@
 """MixedEncoder: queries from one encoder, passages from another of the same version.
 
-Why: each side has its own fastest engine. On AMX CPUs torch's bf16 passages run at about twice the
-passages/s of the int8 ONNX graph and keep fp32's ranking (bench/reports/precision.md), while single
-queries are fastest through ONNX Runtime. With an export present the factory therefore pairs the export's
-query path with torch's passages. The torch side loads on the first passage batch, so a process that only
-searches never imports torch.
+Why: each side has its own fastest engine. On CPUs with native bf16 torch's bf16 passages run faster than
+the export's fp32 passage graph (on AMX about twice the int8 one's passages/s) and keep fp32's ranking
+(bench/reports/precision.md), while single queries are fastest through ONNX Runtime. With an export
+present the factory therefore pairs the export's query path with torch's passages. The torch side loads
+on the first passage batch, so a process that only searches never imports torch.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class TorchEncoder:
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> Vectors:
         """Backbone + general module only: one set of passage vectors serves every domain.
 
-        In `passage_precision` (model/precision.py: bf16 on AMX CPUs), compiled once a process is known to
+        In `passage_precision` (model/precision.py: bf16 on CPUs with native bf16), compiled once a process is known to
         encode enough passages to repay it (model/compiled.py); the vectors are fp32 either way."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         batches = by_length(texts, batch_size)

@@ -2,10 +2,11 @@
 workload it weighs live here, torch-free; the compiling itself in model/compiled.py).
 
 Passage encoding is the product's bulk work (ingest, re-embedding, evaluation and training caches). On CPUs
-with AMX tiles, bf16 matmuls run several times faster than fp32 ones, and the passage vectors keep the
-fp32 ranking: bench/reports/precision.md measures dense NDCG@10 within 0.002 of fp32 (the parity bound for
-a passage path) at about 2.6x fp32's passages/s. Elsewhere bf16 is emulated and slower, so `auto` stays on
-fp32 there. Queries always run in fp32: one query costs little, and routing thresholds were calibrated in it.
+that compute bf16 natively (AMX tiles, or AVX-512 BF16 dot products as on AMD Zen 4 and later), bf16 matmuls
+run several times faster than fp32 ones, and the passage vectors keep the fp32 ranking:
+bench/reports/precision.md measures dense NDCG@10 within 0.002 of fp32 (the parity bound for a passage path)
+at about 2.5-4x fp32's passages/s. Elsewhere bf16 is emulated and slower, so `auto` stays on fp32 there.
+Queries always run in fp32: one query costs little, and routing thresholds were calibrated in it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 
 class PassagePrecision(StrEnum):
-    AUTO = "auto"  # bf16 where the CPU has AMX, else fp32
+    AUTO = "auto"  # bf16 where the CPU computes it natively (AMX or AVX-512 BF16), else fp32
     FP32 = "fp32"
     BF16 = "bf16"  # torch.autocast: bf16 matmuls and attention, fp32 weights, layer norms and pooling
 
@@ -48,23 +49,27 @@ def announced_passages() -> int:
     return _announced_passages
 
 
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
 @cache
-def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where oneDNN runs bf16 matmuls on them.
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True on CPUs whose oneDNN bf16 matmuls run natively: AMX bf16 tiles (Intel Sapphire Rapids and later)
+    or AVX-512 BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake). Without either, bf16 is emulated.
 
     Read once per process from the kernel's CPU flags, not torch, so that an ONNX-only process can decide
     without importing torch (every TorchEncoder asks); where there is no /proc/cpuinfo (not Linux) this
     says no, and fp32 serves."""
     try:
-        return "amx_bf16" in cpuinfo.read_text().split()
+        return not NATIVE_BF16_FLAGS.isdisjoint(cpuinfo.read_text().split())
     except OSError:
         return False
 
 
 def resolve_passage_precision(choice: PassagePrecision | str) -> PassagePrecision:
-    """`auto` -> bf16 on AMX CPUs, fp32 elsewhere; an explicit choice is kept (bf16 runs everywhere, slowly
-    without AMX)."""
+    """`auto` -> bf16 on CPUs with native bf16, fp32 elsewhere; an explicit choice is kept (bf16 runs
+    everywhere, slowly where it is emulated)."""
     choice = PassagePrecision(choice)
     if choice is PassagePrecision.AUTO:
-        return PassagePrecision.BF16 if cpu_has_amx() else PassagePrecision.FP32
+        return PassagePrecision.BF16 if cpu_has_native_bf16() else PassagePrecision.FP32
     return choice

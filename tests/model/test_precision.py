@@ -1,4 +1,4 @@
-"""bf16 passage encoding: chosen where the CPU has AMX, and ranking as fp32 does."""
+"""bf16 passage encoding: chosen where the CPU computes bf16 natively, and ranking as fp32 does."""
 
 from __future__ import annotations
 
@@ -14,9 +14,25 @@ from ddr_search.model.precision import PassagePrecision, resolve_passage_precisi
 DEMO = Path(__file__).resolve().parents[2] / "ddr_search" / "demo"
 
 
-@pytest.mark.parametrize(("amx", "expected"), [(True, PassagePrecision.BF16), (False, PassagePrecision.FP32)])
-def test_auto_is_bf16_only_on_amx(monkeypatch, amx, expected):
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse avx2 avx512f amx_bf16 amx_tile", True),  # Intel Sapphire Rapids
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),  # AMD Zen 4 / 5
+        ("fpu sse avx2 avx512f avx512_vnni", False),  # Ice Lake, Cascade Lake: bf16 emulated
+        ("fpu sse avx2 fma", False),  # AVX2 only
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert precision.cpu_has_native_bf16.__wrapped__(cpuinfo) is expected
+    assert precision.cpu_has_native_bf16.__wrapped__(tmp_path / "absent") is False  # not Linux: fp32
+
+
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, PassagePrecision.BF16), (False, PassagePrecision.FP32)])
+def test_auto_is_bf16_only_where_the_cpu_has_it_natively(monkeypatch, native_bf16, expected):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native_bf16)
     assert resolve_passage_precision("auto") is expected
     assert resolve_passage_precision("fp32") is PassagePrecision.FP32  # an explicit choice is kept
     assert resolve_passage_precision("bf16") is PassagePrecision.BF16

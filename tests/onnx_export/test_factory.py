@@ -1,5 +1,5 @@
 """build_encoder picks the ONNX export when it matches the store, torch otherwise; with bf16 passages
-(AMX CPUs) the export answers queries and torch's bf16 encoder the passages."""
+(CPUs with native bf16) the export answers queries and torch's bf16 encoder the passages."""
 
 from __future__ import annotations
 
@@ -77,13 +77,15 @@ def test_a_worker_process_gets_its_share_of_the_cores_on_the_onnx_path(export_di
     assert build_encoder(settings).passage_threads == 0  # in-process ingest: every core
 
 
-@pytest.mark.parametrize(("amx", "mixed"), [(True, True), (False, False)])
-def test_auto_precision_mixes_only_where_the_cpu_has_amx(export_dir, store, tmp_path, monkeypatch, amx, mixed):
+@pytest.mark.parametrize(("native_bf16", "mixed"), [(True, True), (False, False)])
+def test_auto_precision_mixes_only_where_the_cpu_has_native_bf16(
+    export_dir, store, tmp_path, monkeypatch, native_bf16, mixed
+):
     from ddr_search.factory import build_encoder
     from ddr_search.mixed_encoder import MixedEncoder
     from ddr_search.model import precision
 
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native_bf16)
     encoder = build_encoder(Settings(home=tmp_path, modules=store, onnx_dir=export_dir))
     assert isinstance(encoder, MixedEncoder) is mixed
     assert isinstance(encoder.queries if mixed else encoder, OrtEncoder)
