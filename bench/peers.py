@@ -7,7 +7,7 @@ with the same model (the packaged all-MiniLM-L6-v2 folder), on the CPU, with the
 
 - ddr-search torch / torch compiled / torch fp32 / ONNX fp32 / ONNX int8:
   `DDRSearch(Settings(home=<fresh>)).ingest(documents)` into the embedded store (dense vectors + BM25), with
-  the default encoder (torch; passages in bf16 on AMX CPUs; eager at this size), the same compiled from its
+  the default encoder (torch; passages in bf16 on CPUs with native bf16; eager at this size), the same compiled from its
   first batch (DDR_PASSAGE_COMPILE=on: the compile falls in the load time), the torch encoder held at fp32
   (DDR_PASSAGE_PRECISION=fp32), or an ONNX export under DDR_ONNX_DIR
   (made once per run with onnx_export.export.export_store, int8 and fp32, outside every timing; its seconds
@@ -88,7 +88,7 @@ PEER_MODULES = {
     LANCEDB: ("lancedb", "pyarrow", "sentence_transformers"),
 }
 WHAT = {
-    DDR_TORCH: "DDRSearch.ingest into the embedded store (vectors + BM25), default torch encoder (bf16 on AMX)",
+    DDR_TORCH: "DDRSearch.ingest into the embedded store (vectors + BM25), default torch encoder (bf16 where native)",
     DDR_COMPILED: "same, compiled from the first batch (DDR_PASSAGE_COMPILE=on; compiling is in the load time)",
     DDR_TORCH32: "same, torch encoder held at fp32 (DDR_PASSAGE_PRECISION=fp32)",
     DDR_FP32: "same, ONNX Runtime fp32 export (DDR_ONNX_DIR, DDR_PASSAGE_PRECISION=fp32)",
