@@ -63,6 +63,7 @@ RECIPES = (
         passage_length=128,
         dev_split="dev",
         extra_pairs="train/liveqa-med/pairs.jsonl",
+        keep=True,
     ),
 )
 
