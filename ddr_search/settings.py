@@ -133,9 +133,7 @@ class Settings(BaseSettings):
     modules: Path | None = None  # a module store; None = the store shipped with the package, if any
     onnx_dir: Path | None = None  # exported encoders; None = <home>/onnx when it exists
     routing: RoutingMode = RoutingMode.AUTO  # docs/routing.md: why auto, not the paper's top-k
-    passage_precision: PassagePrecision = (
-        PassagePrecision.AUTO
-    )  # torch passages: bf16 where native (model/precision.py)
+    passage_precision: PassagePrecision = PassagePrecision.AUTO  # bf16 where the CPU has it (model/precision.py)
     passage_compile: PassageCompile = PassageCompile.AUTO  # torch passages compiled past 8,192 (model/compiled.py)
     broker_url: SecretStr | None = None  # redis://... or amqp://...; None = ingest in-process
     batch_size: int = 64
